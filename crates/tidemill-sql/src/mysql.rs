@@ -1,0 +1,339 @@
+//! MariaDB / MySQL statements.
+//!
+//! Each publishing transaction takes its positions from the topic's row in the sequences table,
+//! which stays locked until the transaction ends: positions of one topic become visible in
+//! order, so a reader that moves past a position never misses a row committed later.
+
+use sqlx::mysql::{MySqlConnection, MySqlPool};
+use sqlx::{Connection, QueryBuilder};
+
+use crate::config::Backend;
+use crate::row::{decode, Cursor, NewRow, StoredRow};
+use crate::schema::Tables;
+
+type RawRow = (i64, String, Vec<u8>, String, i64);
+
+/// Rows per INSERT statement, well under the protocol's 65,535 placeholders.
+const CHUNK: usize = 1000;
+
+fn t(tables: &Tables, name: String) -> String {
+    tables.q(Backend::MySql, &name)
+}
+
+fn rows(topic: &str, raw: Vec<RawRow>) -> Vec<StoredRow> {
+    raw.into_iter()
+        .map(|(pos, id, payload, md, at)| {
+            decode(topic, Cursor { tx: 0, pos }, id, payload, &md, at)
+        })
+        .collect()
+}
+
+/// Inserts `batch`; must run inside a transaction (the caller's or one of ours).
+pub(crate) async fn insert(
+    conn: &mut MySqlConnection,
+    tables: &Tables,
+    topic: &str,
+    batch: &[NewRow],
+    now: i64,
+) -> sqlx::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let s = t(tables, tables.sequences_table());
+    let m = t(tables, tables.messages_table());
+    let n = batch.len() as i64;
+    // LAST_INSERT_ID(expr) hands the new end of the range back in the OK packet, saving a
+    // SELECT; the row lock this takes is held until the transaction ends.
+    let done = sqlx::query(&format!(
+        "INSERT INTO {s} (topic, next_position) VALUES (?, LAST_INSERT_ID(?)) \
+         ON DUPLICATE KEY UPDATE next_position = LAST_INSERT_ID(next_position + VALUES(next_position))"
+    ))
+    .bind(topic)
+    .bind(n)
+    .execute(&mut *conn)
+    .await?;
+    let end = done.last_insert_id() as i64;
+    let mut position = end - n;
+    for chunk in batch.chunks(CHUNK) {
+        let mut qb = QueryBuilder::new(format!(
+            "INSERT INTO {m} (topic, position, message_id, payload, metadata, created_at, deliver_at) "
+        ));
+        qb.push_values(chunk, |mut b, row| {
+            position += 1;
+            b.push_bind(topic)
+                .push_bind(position)
+                .push_bind(&*row.id)
+                .push_bind(row.payload.as_ref())
+                .push_bind(row.metadata.as_str())
+                .push_bind(now)
+                .push_bind(row.deliver_at);
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Creates `topic`'s sequence row if it is missing, in autocommit. Transactions that create it
+/// concurrently can deadlock on its gap lock; once it exists they only wait for its row lock.
+pub(crate) async fn ensure_sequence(
+    pool: &MySqlPool,
+    tables: &Tables,
+    topic: &str,
+) -> sqlx::Result<()> {
+    let s = t(tables, tables.sequences_table());
+    sqlx::query(&format!(
+        "INSERT IGNORE INTO {s} (topic, next_position) VALUES (?, 0)"
+    ))
+    .bind(topic)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Inserts `batch` in a transaction of its own, retrying on deadlock (possible only while two
+/// transactions create a topic's sequence row at once).
+pub(crate) async fn insert_autocommit(
+    pool: &MySqlPool,
+    tables: &Tables,
+    topic: &str,
+    batch: &[NewRow],
+    now: i64,
+) -> sqlx::Result<()> {
+    let mut attempt = 0;
+    loop {
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let res = match insert(&mut tx, tables, topic, batch, now).await {
+            Ok(()) => tx.commit().await,
+            Err(e) => Err(e),
+        };
+        match res {
+            Err(sqlx::Error::Database(db))
+                if attempt < 5 && db.code().as_deref() == Some("40001") =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+pub(crate) async fn fetch(
+    pool: &MySqlPool,
+    tables: &Tables,
+    topic: &str,
+    after: Cursor,
+    limit: usize,
+) -> sqlx::Result<Vec<StoredRow>> {
+    let m = t(tables, tables.messages_table());
+    let raw: Vec<RawRow> = sqlx::query_as(&format!(
+        "SELECT position, message_id, payload, metadata, deliver_at FROM {m} \
+         WHERE topic = ? AND position > ? ORDER BY position LIMIT ?"
+    ))
+    .bind(topic)
+    .bind(after.pos)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows(topic, raw))
+}
+
+pub(crate) async fn head(pool: &MySqlPool, tables: &Tables, topic: &str) -> sqlx::Result<Cursor> {
+    let m = t(tables, tables.messages_table());
+    let (pos,): (i64,) = sqlx::query_as(&format!(
+        "SELECT CAST(COALESCE(MAX(position), 0) AS SIGNED) FROM {m} WHERE topic = ?"
+    ))
+    .bind(topic)
+    .fetch_one(pool)
+    .await?;
+    Ok(Cursor { tx: 0, pos })
+}
+
+pub(crate) async fn claim(
+    pool: &MySqlPool,
+    tables: &Tables,
+    group: &str,
+    topic: &str,
+    owner: &str,
+    now: i64,
+    until: i64,
+) -> sqlx::Result<Option<Cursor>> {
+    let o = t(tables, tables.offsets_table());
+    for _ in 0..2 {
+        // The connection reports matched rows (CLIENT_FOUND_ROWS), so 1 means "ours now".
+        let done = sqlx::query(&format!(
+            "UPDATE {o} SET owner = ?, lease_until = ? WHERE consumer_group = ? AND topic = ? \
+             AND (owner IS NULL OR owner = ? OR lease_until < ?)"
+        ))
+        .bind(owner)
+        .bind(until)
+        .bind(group)
+        .bind(topic)
+        .bind(owner)
+        .bind(now)
+        .execute(pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            let (tx, pos): (i64, i64) = sqlx::query_as(&format!(
+                "SELECT tx_id, position FROM {o} WHERE consumer_group = ? AND topic = ?"
+            ))
+            .bind(group)
+            .bind(topic)
+            .fetch_one(pool)
+            .await?;
+            return Ok(Some(Cursor { tx, pos }));
+        }
+        let created = sqlx::query(&format!(
+            "INSERT IGNORE INTO {o} (consumer_group, topic) VALUES (?, ?)"
+        ))
+        .bind(group)
+        .bind(topic)
+        .execute(pool)
+        .await?;
+        if created.rows_affected() == 0 {
+            return Ok(None);
+        }
+    }
+    Ok(None)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn commit(
+    pool: &MySqlPool,
+    tables: &Tables,
+    group: &str,
+    topic: &str,
+    owner: &str,
+    cursor: Cursor,
+    until: i64,
+    release: bool,
+) -> sqlx::Result<bool> {
+    let o = t(tables, tables.offsets_table());
+    let done = sqlx::query(&format!(
+        "UPDATE {o} SET tx_id = ?, position = ?, lease_until = ?, owner = IF(?, NULL, owner) \
+         WHERE consumer_group = ? AND topic = ? AND owner = ?"
+    ))
+    .bind(cursor.tx)
+    .bind(cursor.pos)
+    .bind(until)
+    .bind(release)
+    .bind(group)
+    .bind(topic)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn queue_claim(
+    pool: &MySqlPool,
+    tables: &Tables,
+    topic: &str,
+    now: i64,
+    until: i64,
+    limit: usize,
+) -> sqlx::Result<Vec<StoredRow>> {
+    let m = t(tables, tables.messages_table());
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let raw: Vec<RawRow> = sqlx::query_as(&format!(
+        "SELECT position, message_id, payload, metadata, deliver_at FROM {m} \
+         WHERE topic = ? AND deliver_at <= ? AND (locked_until IS NULL OR locked_until < ?) \
+         ORDER BY position LIMIT ? FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(topic)
+    .bind(now)
+    .bind(now)
+    .bind(limit as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !raw.is_empty() {
+        let mut qb = QueryBuilder::new(format!("UPDATE {m} SET locked_until = "));
+        qb.push_bind(until)
+            .push(" WHERE topic = ")
+            .push_bind(topic)
+            .push(" AND position IN (");
+        let mut sep = qb.separated(", ");
+        for r in &raw {
+            sep.push_bind(r.0);
+        }
+        qb.push(")");
+        qb.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(rows(topic, raw))
+}
+
+pub(crate) async fn queue_delete(
+    pool: &MySqlPool,
+    tables: &Tables,
+    topic: &str,
+    positions: &[i64],
+) -> sqlx::Result<()> {
+    let m = t(tables, tables.messages_table());
+    let mut qb = QueryBuilder::new(format!("DELETE FROM {m} WHERE topic = "));
+    qb.push_bind(topic).push(" AND position IN (");
+    let mut sep = qb.separated(", ");
+    for p in positions {
+        sep.push_bind(*p);
+    }
+    qb.push(")");
+    qb.build().execute(pool).await?;
+    Ok(())
+}
+
+pub(crate) async fn queue_release(
+    pool: &MySqlPool,
+    tables: &Tables,
+    topic: &str,
+    positions: &[i64],
+    deliver_at: Option<i64>,
+) -> sqlx::Result<()> {
+    let m = t(tables, tables.messages_table());
+    let mut qb = QueryBuilder::new(format!(
+        "UPDATE {m} SET locked_until = NULL, deliver_at = COALESCE("
+    ));
+    qb.push_bind(deliver_at)
+        .push(", deliver_at) WHERE topic = ")
+        .push_bind(topic)
+        .push(" AND position IN (");
+    let mut sep = qb.separated(", ");
+    for p in positions {
+        sep.push_bind(*p);
+    }
+    qb.push(")");
+    qb.build().execute(pool).await?;
+    Ok(())
+}
+
+pub(crate) async fn dedup_insert(
+    conn: &mut MySqlConnection,
+    tables: &Tables,
+    key: &str,
+    now: i64,
+) -> sqlx::Result<bool> {
+    let d = t(tables, tables.dedup_table());
+    // An ignored duplicate reports 0 rows; a concurrent transaction holding the same key
+    // makes this wait until it ends, so exactly one of them sees 1.
+    let done = sqlx::query(&format!(
+        "INSERT IGNORE INTO {d} (dedup_key, created_at) VALUES (?, ?)"
+    ))
+    .bind(key)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn dedup_purge(
+    pool: &MySqlPool,
+    tables: &Tables,
+    before: i64,
+) -> sqlx::Result<u64> {
+    let d = t(tables, tables.dedup_table());
+    let done = sqlx::query(&format!("DELETE FROM {d} WHERE created_at < ?"))
+        .bind(before)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,160 @@
+//! [`SqlPubSub`], the entry point, and [`SqlPublisher`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tidemill::{Error, Message, Publisher, Result};
+use tokio::sync::OnceCell;
+
+use crate::config::SqlConfig;
+use crate::notify::SharedListener;
+use crate::outbox::Outbox;
+use crate::pool::SqlPool;
+use crate::row::{encode, now_ms};
+use crate::schema::validate_topic;
+use crate::subscriber::SqlSubscriber;
+
+/// The database as a pub/sub: hands out publishers and subscribers sharing one pool.
+///
+/// ```
+/// use futures::StreamExt;
+/// use tidemill::{Message, Publisher, Subscriber};
+/// use tidemill_sql::{SqlConfig, SqlPubSub};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill::Result<()> {
+/// let pubsub = SqlPubSub::connect(SqlConfig::from_url("sqlite::memory:")?).await?;
+/// let subscriber = pubsub.subscriber(Some("billing"))?;
+/// pubsub.publisher().publish("orders", vec![Message::new("order #1")]).await?;
+/// let mut orders = subscriber.subscribe("orders").await?;
+/// let delivery = orders.next().await.unwrap()?;
+/// assert_eq!(delivery.message().payload().as_ref(), b"order #1");
+/// delivery.ack();
+/// subscriber.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqlPubSub {
+    pool: SqlPool,
+    config: Arc<SqlConfig>,
+    schema: Arc<OnceCell<()>>,
+    listener: Arc<SharedListener>,
+}
+
+impl SqlPubSub {
+    /// Opens a pool to `config`'s database.
+    pub async fn connect(config: SqlConfig) -> Result<Self> {
+        let pool = SqlPool::connect(&config).await?;
+        Ok(Self::from_pool(pool, config))
+    }
+
+    /// Uses a pool the application already has; `config`'s URL and pool settings are ignored.
+    pub fn from_pool(pool: impl Into<SqlPool>, config: SqlConfig) -> Self {
+        Self {
+            pool: pool.into(),
+            config: Arc::new(config),
+            schema: Arc::new(OnceCell::new()),
+            listener: Arc::default(),
+        }
+    }
+
+    /// The pool, e.g. to begin the transactions the [`Outbox`] publishes in.
+    pub fn pool(&self) -> &SqlPool {
+        &self.pool
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SqlConfig {
+        &self.config
+    }
+
+    /// Creates the tables now if the configuration allows it (publishers and subscribers
+    /// otherwise do it on first use). Call it before publishing inside transactions: on
+    /// MariaDB/MySQL, DDL would commit the caller's transaction.
+    pub async fn initialize(&self) -> Result<()> {
+        ensure_schema(&self.pool, &self.config, &self.schema).await
+    }
+
+    /// A publisher.
+    pub fn publisher(&self) -> SqlPublisher {
+        SqlPublisher {
+            pool: self.pool.clone(),
+            config: self.config.clone(),
+            schema: self.schema.clone(),
+            closed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A subscriber in consumer group `group`, or, without a group, one that receives what is
+    /// published after each `subscribe` (log mode; queue mode ignores the group).
+    pub fn subscriber(&self, group: Option<&str>) -> Result<SqlSubscriber> {
+        SqlSubscriber::new(
+            self.pool.clone(),
+            self.config.clone(),
+            self.schema.clone(),
+            self.listener.clone(),
+            group,
+        )
+    }
+
+    /// Publishing inside the caller's transactions, with these tables.
+    pub fn outbox(&self) -> Outbox {
+        Outbox::with_tables(self.config.tables.clone())
+    }
+}
+
+pub(crate) async fn ensure_schema(
+    pool: &SqlPool,
+    config: &SqlConfig,
+    once: &OnceCell<()>,
+) -> Result<()> {
+    if !config.initialize_schema {
+        return Ok(());
+    }
+    once.get_or_try_init(|| pool.create_schema(&config.tables))
+        .await
+        .map(drop)
+}
+
+/// Publishes by inserting rows; `publish` returns once they are committed (one statement or
+/// transaction per call: all of a call's messages or none).
+///
+/// Same-process subscribers are woken at once; on PostgreSQL a `NOTIFY` wakes the others.
+#[derive(Clone, Debug)]
+pub struct SqlPublisher {
+    pool: SqlPool,
+    config: Arc<SqlConfig>,
+    schema: Arc<OnceCell<()>>,
+    closed: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Publisher for SqlPublisher {
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("publisher"));
+        }
+        validate_topic(topic)?;
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let first_id = messages[0].shared_id();
+        ensure_schema(&self.pool, &self.config, &self.schema)
+            .await
+            .map_err(|e| Error::publish(topic, &*first_id, e))?;
+        let now = now_ms();
+        let rows = encode(topic, messages, now)?;
+        self.pool
+            .insert(&self.config.tables, topic, &rows, now)
+            .await
+            .map_err(|e| Error::publish(topic, &*first_id, e))?;
+        crate::notify::wake(self.config.tables.prefix(), topic);
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<()> {
+        // Every publish has committed by the time it returns: nothing to flush.
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}

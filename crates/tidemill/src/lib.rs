@@ -1,0 +1,63 @@
+//! Tidemill: event-driven applications in Rust.
+//!
+//! One API to publish and consume messages over any broker ([`Publisher`], [`Subscriber`]), a
+//! [`Router`] that runs handlers with middleware, and the components the patterns on top are
+//! built from. Adapters for real brokers live in their own crates (`tidemill-redis`,
+//! `tidemill-nats`, `tidemill-amqp`, `tidemill-sql`, `tidemill-kafka`); this crate holds the
+//! contract, the [`InProcessPubSub`] and the router.
+//!
+//! # Example
+//!
+//! ```
+//! use futures::StreamExt;
+//! use tidemill::{HandlerResult, InProcessPubSub, Message, Publisher, Router, Subscriber};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pubsub = InProcessPubSub::new();
+//! let router = Router::new();
+//! router
+//!     .handler("shout")
+//!     .subscribe("words", pubsub.clone())
+//!     .publish_to("shouts", pubsub.clone())
+//!     .handle(|msg: Message| async move {
+//!         let text = String::from_utf8_lossy(msg.payload()).to_uppercase();
+//!         HandlerResult::Ok(Message::new(text))
+//!     })?;
+//! let mut shouts = pubsub.subscribe("shouts").await?;
+//! let running = tokio::spawn({
+//!     let router = router.clone();
+//!     async move { router.run().await }
+//! });
+//! router.running().await;
+//! pubsub.publish("words", vec![Message::new("hello")]).await?;
+//! let delivery = shouts.next().await.unwrap()?;
+//! assert_eq!(delivery.message().payload().as_ref(), b"HELLO");
+//! delivery.ack();
+//! router.close().await?;
+//! running.await??;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms)]
+
+pub mod components;
+pub mod error;
+pub mod in_process;
+pub mod message;
+pub mod middleware;
+pub mod pubsub;
+pub mod router;
+
+pub use error::{validate_topic, BoxError, Error, Result};
+pub use in_process::InProcessPubSub;
+pub use message::{new_uuid, Extensions, Message, Metadata};
+pub use pubsub::{
+    Acker, Delivery, Publisher, PublisherExt, Settle, Settlement, SubscribeInitializer, Subscriber,
+    Subscription,
+};
+pub use router::{HandlerError, HandlerResult, Router};
+
+// The README's example compiles.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
