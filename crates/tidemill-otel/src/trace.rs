@@ -303,7 +303,11 @@ where
 /// the default W3C propagation).
 ///
 /// The send span's parent is the span the messages were produced in when a traced handler
-/// returned them ([`ProducedIn`]), the current span otherwise. Attributes: `messaging.system`,
+/// returned them ([`ProducedIn`]), the current span otherwise, and, outside any span, the trace
+/// context the first message already carries (so a [`Forwarder`] relaying messages from an
+/// outbox continues the trace of the request that wrote them).
+///
+/// [`Forwarder`]: tidemill::components::forwarder::Forwarder Attributes: `messaging.system`,
 /// `messaging.destination.name`, `messaging.operation` / `.type` / `.name` (`send`), and
 /// `messaging.message.id` for one message or `messaging.batch.message_count` for more.
 ///
@@ -419,8 +423,19 @@ impl<P: Publisher> Publisher for TracingPublisher<P> {
         let cx = if span.is_disabled() {
             produced_in.unwrap_or_else(current_context)
         } else {
-            if let Some(parent) = produced_in {
-                let _ = span.set_parent(parent);
+            match produced_in {
+                Some(parent) => {
+                    let _ = span.set_parent(parent);
+                }
+                None if !has_span(&current_context()) => {
+                    // Published outside any span, as a forwarder relays stored messages:
+                    // continue the trace the message already carries.
+                    let carried = self.propagation.extract(&messages[0]);
+                    if has_span(&carried) {
+                        let _ = span.set_parent(carried);
+                    }
+                }
+                None => {}
             }
             if messages.len() == 1 {
                 span.record("messaging.message.id", messages[0].id());

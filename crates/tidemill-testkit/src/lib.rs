@@ -92,7 +92,9 @@ pub type RestartFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), BoxError>> + 
 pub struct Features {
     /// Subscribers that share a group split the messages; different groups each get all.
     pub consumer_groups: bool,
-    /// Every message is delivered exactly once, even across nacks of others and restarts.
+    /// Every message is delivered exactly once, even across nacks of others and restarts. A
+    /// publish call that failed and is made again may have stored its messages already; those
+    /// may arrive twice.
     pub exactly_once: bool,
     /// Messages arrive in publish order, and no next message arrives while one is unsettled.
     pub guaranteed_order: bool,
