@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
 use tidemill::in_process::InProcessConfig;
 use tidemill::{HandlerResult, InProcessPubSub, Message, Publisher, Router};
 use tidemill_otel::{LoggingLayer, Metrics, Observability, TracingPublisher};
@@ -60,6 +60,10 @@ enum Setup {
     TracesUnexported,
     /// Traces through `tracing-opentelemetry` and the SDK, every span sampled.
     Traces,
+    /// As `Traces`, with the OpenTelemetry layer configured lean (see [`lean_dispatch`]).
+    TracesLean,
+    /// As `Traces`, sampling one trace in ten (parent-based, as production setups do).
+    TracesSampled,
     /// Traces, metrics and logs (logs at INFO, so successes are not written).
     All,
 }
@@ -73,6 +77,8 @@ impl Setup {
             Setup::Metrics => "metrics",
             Setup::TracesUnexported => "traces, no OTel layer",
             Setup::Traces => "traces (SDK, all sampled)",
+            Setup::TracesLean => "traces (lean OTel layer, all sampled)",
+            Setup::TracesSampled => "traces (10% of traces sampled)",
             Setup::All => "traces + metrics + logs",
         }
     }
@@ -82,6 +88,23 @@ fn otel_dispatch(provider: &SdkTracerProvider) -> Dispatch {
     Dispatch::new(
         tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")))
+            .with(LevelFilter::INFO),
+    )
+}
+
+/// The OpenTelemetry layer without what the messaging spans do not need: source locations,
+/// thread attributes, busy/idle timings and the `target` attribute.
+fn lean_dispatch(provider: &SdkTracerProvider) -> Dispatch {
+    Dispatch::new(
+        tracing_subscriber::registry()
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("bench"))
+                    .with_location(false)
+                    .with_threads(false)
+                    .with_tracked_inactivity(false)
+                    .with_target(false),
+            )
             .with(LevelFilter::INFO),
     )
 }
@@ -133,7 +156,7 @@ async fn workload(setup: Setup, n: usize, batch: usize, work: Duration) -> f64 {
         Setup::Metrics => Observability::none()
             .metrics(metrics.clone())
             .install(&router),
-        Setup::TracesUnexported | Setup::Traces => {
+        Setup::TracesUnexported | Setup::Traces | Setup::TracesLean | Setup::TracesSampled => {
             Observability::new().without_logging().install(&router)
         }
         Setup::All => Observability::new()
@@ -221,13 +244,21 @@ fn main() {
     let n = env("TIDEMILL_BENCH_MESSAGES", 200_000);
     let rounds = env("TIDEMILL_BENCH_ROUNDS", 3).max(1);
     let work = Duration::from_micros(env("TIDEMILL_BENCH_WORK_US", 20) as u64);
-    let batch = 1_000;
+    let batch = 100;
     let only = std::env::var("TIDEMILL_BENCH_ONLY").unwrap_or_default();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(Discard)
         .build();
     let none = Dispatch::none();
     let otel = otel_dispatch(&provider);
+    let lean = lean_dispatch(&provider);
+    let sampling_provider = SdkTracerProvider::builder()
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            0.1,
+        ))))
+        .with_batch_exporter(Discard)
+        .build();
+    let sampled = otel_dispatch(&sampling_provider);
     let setups = [
         Setup::Off,
         Setup::Identity,
@@ -235,6 +266,8 @@ fn main() {
         Setup::Metrics,
         Setup::TracesUnexported,
         Setup::Traces,
+        Setup::TracesLean,
+        Setup::TracesSampled,
         Setup::All,
     ];
     println!(
@@ -257,6 +290,8 @@ fn main() {
                 }
                 let dispatch = match setup {
                     Setup::Traces | Setup::All => &otel,
+                    Setup::TracesLean => &lean,
+                    Setup::TracesSampled => &sampled,
                     _ => &none,
                 };
                 rates[i].push(run(*setup, count, batch, handler_work, dispatch));
@@ -290,4 +325,5 @@ fn main() {
         }
     }
     let _ = provider.shutdown();
+    let _ = sampling_provider.shutdown();
 }

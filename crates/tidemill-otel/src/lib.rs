@@ -8,11 +8,27 @@
 //!   that continues the trace, with OpenTelemetry's messaging attributes. The spans are
 //!   `tracing` spans: the application's `tracing-opentelemetry` layer and exporter (OTLP to a
 //!   collector or Jaeger, see `examples/otlp.rs`) turn them into OpenTelemetry spans.
+//!   Through a transactional outbox the context travels in the stored rows: write it with
+//!   [`Propagation::inject_current`](propagation::Propagation::inject_current) before
+//!   publishing in the transaction, and give the forwarder a [`TracingPublisher`], which
+//!   continues the trace a message carries when it publishes outside any span.
 //! - **Metrics** ([`metrics`]): [`Metrics`] per handler, publisher and subscriber, with retries
 //!   and poisoned messages, in your `prometheus-client` registry or its own; [`endpoint`]
 //!   serves it at `/metrics`.
 //! - **Logs** ([`logs`]): [`LoggingLayer`] logs each handling with its handler, topic, message
 //!   id and correlation id; no payloads unless asked for.
+//!
+//! **What it costs** (`cargo bench -p tidemill-otel --bench overhead`, in-process pub/sub, two
+//! handlings and two publishes a message, CPU time a message on a 2-core machine): metrics add
+//! about 1-2 µs, the layers and decorators without an OpenTelemetry layer in the subscriber about
+//! 2 µs, and traces with every span sampled 12-20 µs (three spans, nearly all of it inside
+//! `tracing-opentelemetry` and the SDK: attributes, span start and end, the batch processor's
+//! hand-off). Relative to handlers doing 100 µs of work each, traces cost 10-13% of throughput
+//! and traces, metrics and logs together about 17%; with 20 µs handlers 26-38%. Configuring the
+//! `tracing-opentelemetry` layer without locations, thread attributes and inactivity tracking
+//! (`with_location(false)`, `with_threads(false)`, `with_tracked_inactivity(false)`) saves
+//! about a fifth of the tracing cost; sampling saves less than one would hope, since unsampled
+//! spans are still built.
 //!
 //! [`Observability`] installs the lot on a router:
 //!

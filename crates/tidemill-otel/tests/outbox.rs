@@ -126,7 +126,10 @@ async fn one_trace_from_request_through_outbox_and_forwarder_to_handler() {
     let request = find(&spans, "request");
     let send = find(&spans, "send orders.placed");
     let process = find(&spans, "process orders.placed");
-    assert_eq!(request.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+    assert_eq!(
+        request.parent_span_id,
+        opentelemetry::trace::SpanId::INVALID
+    );
     assert_eq!(send.span_kind, SpanKind::Producer);
     assert_eq!(process.span_kind, SpanKind::Consumer);
     assert_child(send, request);
