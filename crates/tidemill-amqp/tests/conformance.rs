@@ -33,6 +33,7 @@ impl TestTarget for Target {
             require_single_instance: false,
             new_subscriber_receives_old_messages: false,
             restart_broker: Some(restart),
+            broker_gaps: Vec::new(),
         }
     }
 

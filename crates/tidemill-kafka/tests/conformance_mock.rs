@@ -73,7 +73,13 @@ impl TestTarget for Target {
     async fn connect(&self) -> Result<Arc<dyn Broker>> {
         Ok(Arc::new(common::Connected {
             // The mock cluster creates topics on first use; its admin API does not answer.
-            config: KafkaConfig::new(&mock().servers).create_topics(false),
+            config: KafkaConfig::new(&mock().servers)
+                .create_topics(false)
+                // Once its last member left, a mock group waits a session timeout less one
+                // second before it takes in new members (Kafka: the initial rebalance delay,
+                // 3 s): a short session keeps the scenarios where members come and go quick.
+                .set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "1000"),
         }))
     }
 }

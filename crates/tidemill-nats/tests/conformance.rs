@@ -45,6 +45,7 @@ impl TestTarget for Target {
                 }
                 .boxed()
             })),
+            broker_gaps: Vec::new(),
         }
     }
 

@@ -28,6 +28,7 @@ impl TestTarget for Target {
             // Groups and group-less subscribers are configured to start at the beginning.
             new_subscriber_receives_old_messages: true,
             restart_broker: Some(Arc::new(|| Box::pin(common::restart_redis()))),
+            broker_gaps: Vec::new(),
         }
     }
 

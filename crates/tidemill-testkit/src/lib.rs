@@ -108,6 +108,47 @@ pub struct Features {
     pub new_subscriber_receives_old_messages: bool,
     /// How to restart the broker, for the scenario that restarts it in the middle of a stream.
     pub restart_broker: Option<RestartFn>,
+    /// Scenarios this broker cannot pass because of a defect of the broker itself, not of the
+    /// adapter: each is skipped with its reason printed. Only for test brokers standing in for
+    /// the real thing, and only when another target (a mock of the real broker, say) runs the
+    /// scenario instead; the suite cannot check that.
+    pub broker_gaps: Vec<BrokerGap>,
+}
+
+/// A scenario a test broker cannot pass, and why (see [`Features::broker_gaps`]).
+///
+/// ```
+/// use tidemill_testkit::{BrokerGap, Features};
+/// let features = Features {
+///     broker_gaps: vec![BrokerGap::new(
+///         "concurrent_subscribe_and_close",
+///         "the broker's group coordinator stalls under many joins and leaves",
+///     )],
+///     ..Features::default()
+/// };
+/// assert_eq!(features.broker_gaps[0].scenario(), "concurrent_subscribe_and_close");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerGap {
+    scenario: &'static str,
+    reason: &'static str,
+}
+
+impl BrokerGap {
+    /// Scenario `scenario` (its function name in [`scenarios`]) is skipped because of `reason`.
+    pub fn new(scenario: &'static str, reason: &'static str) -> Self {
+        Self { scenario, reason }
+    }
+
+    /// The scenario's name.
+    pub fn scenario(&self) -> &'static str {
+        self.scenario
+    }
+
+    /// Why the broker cannot pass it.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
 }
 
 /// One broker connection for one scenario.

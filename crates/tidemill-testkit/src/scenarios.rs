@@ -171,6 +171,15 @@ where
     F: FnOnce(Arc<Ctx>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    if let Some(gap) = target
+        .features()
+        .broker_gaps
+        .iter()
+        .find(|g| g.scenario() == name)
+    {
+        println!("skipped: a gap of this test broker: {}", gap.reason());
+        return;
+    }
     let stage = Stage::default();
     stage.set("connecting");
     let limit = helpers::scaled(limit);

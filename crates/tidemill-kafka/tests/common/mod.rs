@@ -17,14 +17,41 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka-broker.sh")
 }
 
-/// Runs the broker script (`start`, `restart`, ...), failing loudly.
+/// The broker that keeps its log on disk, for the restart scenario: slower, and a process of its
+/// own so that restarting it disturbs no other test.
+pub const DURABLE_PORT: u16 = 9093;
+
+/// Runs the broker script (`start`, `restart`, ...) for the shared in-memory broker, failing
+/// loudly.
 pub fn broker(action: &str) {
+    broker_script(action, 9092, "memory");
+}
+
+/// Runs the broker script for the broker on `port` with `storage` (`memory` or `sqlite`).
+pub fn broker_script(action: &str, port: u16, storage: &str) {
     let status = Command::new("bash")
         .arg(script())
         .arg(action)
+        .env("TIDEMILL_KAFKA_PORT", port.to_string())
+        .env("TIDEMILL_KAFKA_STORAGE", storage)
         .status()
         .expect("running scripts/kafka-broker.sh");
-    assert!(status.success(), "scripts/kafka-broker.sh {action} failed");
+    assert!(
+        status.success(),
+        "scripts/kafka-broker.sh {action} (port {port}, {storage}) failed"
+    );
+}
+
+/// Settings for tansu's gaps (see the crate docs, "Test brokers"): one message per record batch,
+/// so a group resuming at a committed offset never meets a batch it started inside of; short
+/// fetch waits, since tansu waits half the fetch wait even when it has records to send; and no
+/// idempotent producer, whose bookkeeping stalls tansu under concurrent producers (the mock
+/// cluster covers it).
+pub fn tansu(config: KafkaConfig) -> KafkaConfig {
+    config
+        .set("batch.num.messages", "1")
+        .set("fetch.wait.max.ms", "50")
+        .set("enable.idempotence", "false")
 }
 
 /// A topic name no other test uses.

@@ -40,6 +40,7 @@ impl TestTarget for SqlTarget {
                 Backend::MySql => Some(restart_mariadb()),
                 Backend::Sqlite => None,
             },
+            broker_gaps: Vec::new(),
         }
     }
 
