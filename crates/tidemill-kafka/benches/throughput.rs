@@ -15,6 +15,8 @@ use tidemill::{Message, Publisher, Subscriber};
 use tidemill_kafka::{KafkaConfig, KafkaPublisher, KafkaSubscriber};
 
 const BROKERS: &str = "127.0.0.1:9092";
+/// tansu waits half the fetch wait even with records to send; both consumers use a short one.
+const FETCH_WAIT_MS: &str = "50";
 
 fn topic(name: &str) -> String {
     format!("bench-{name}-{}", uuid::Uuid::new_v4().simple())
@@ -94,6 +96,7 @@ async fn raw_consume(topic: &str, n: usize) -> Duration {
         .set("group.id", uuid::Uuid::new_v4().to_string())
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS)
         .create()
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
@@ -123,7 +126,9 @@ async fn raw_consume(topic: &str, n: usize) -> Duration {
 
 async fn tidemill_consume(topic: &str, n: usize) -> Duration {
     let subscriber = KafkaSubscriber::new(
-        KafkaConfig::new(BROKERS).consumer_group(uuid::Uuid::new_v4().to_string()),
+        KafkaConfig::new(BROKERS)
+            .consumer_group(uuid::Uuid::new_v4().to_string())
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS),
     )
     .unwrap();
     let mut sub = subscriber.subscribe(topic).await.unwrap();

@@ -75,6 +75,14 @@
 //!   the reason printed), and the mock cluster's target runs it.
 //! - tansu with `sqlite://` storage keeps the log across a restart; `memory://` loses
 //!   everything on restart.
+//! - Not explained yet, and never seen against the mock cluster: `many_publishers_closed_after_their_share`
+//!   on `memory://` twice in about ten runs of the suite missed one of 10,000 messages, with one
+//!   other delivered twice (10,000 deliveries, 9,999 distinct ids), both times while other tests
+//!   ran beside it; alone it passed six runs of six, and raw rdkafka consumers of the same shape
+//!   (20 producers, a group of 4) lost nothing in five runs. The restart scenario on `sqlite://`
+//!   once stalled at 1,253 of 10,000 (with a session timeout of 6 s, since removed).
+//!   The tansu targets' tests are retried up to twice (`.config/nextest.toml`), which reports
+//!   such a run as flaky instead of failing it; the mock cluster's are not.
 //! - The mock cluster does not answer the admin API's topic creation (it creates topics on
 //!   first use instead), and once the last member of a group left, it takes new members only
 //!   after the session timeout less one second (Kafka: after the initial rebalance delay, 3 s):
