@@ -19,16 +19,13 @@ struct Kafka;
 impl TestTarget for Kafka {
     fn features(&self) -> Features {
         Features {
-            consumer_groups: true,
-            persistent: true,
-            new_subscriber_receives_old_messages: true,
             // The mock cluster's target runs this scenario (see the crate docs, "Test brokers").
             broker_gaps: vec![BrokerGap::new(
                 "concurrent_subscribe_and_close",
                 "tansu 0.6.0's group coordinator assigns no partition to a new member for over \
                  60 s after many members of the group joined and left at once",
             )],
-            ..Features::default()
+            ..common::features()
         }
     }
 
@@ -59,16 +56,13 @@ mod durable {
     impl TestTarget for Kafka {
         fn features(&self) -> Features {
             Features {
-                consumer_groups: true,
-                persistent: true,
-                new_subscriber_receives_old_messages: true,
                 restart_broker: Some(Arc::new(|| {
                     Box::pin(async {
                         tokio::task::spawn_blocking(script("restart")).await?;
                         Ok(())
                     })
                 })),
-                ..Features::default()
+                ..common::features()
             }
         }
 

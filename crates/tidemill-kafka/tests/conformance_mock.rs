@@ -55,9 +55,6 @@ struct Target;
 impl TestTarget for Target {
     fn features(&self) -> Features {
         Features {
-            consumer_groups: true,
-            persistent: true,
-            new_subscriber_receives_old_messages: true,
             restart_broker: Some(Arc::new(|| {
                 Box::pin(async {
                     let (done, wait) = mpsc::channel();
@@ -66,7 +63,7 @@ impl TestTarget for Target {
                     Ok(())
                 })
             })),
-            ..Features::default()
+            ..common::features()
         }
     }
 

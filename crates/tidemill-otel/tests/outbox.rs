@@ -1,10 +1,12 @@
 //! A trace started in a request continues through a transactional outbox (SQLite), the
 //! forwarder and the handler that consumes the forwarded message, as one trace.
 
+mod common;
+
 use std::time::Duration;
 
-use opentelemetry::trace::{SpanKind, TracerProvider as _};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use common::{assert_child, find, telemetry};
+use opentelemetry::trace::SpanKind;
 use tidemill::components::forwarder::{Forwarder, ForwarderConfig};
 use tidemill::{HandlerResult, InProcessPubSub, Message, Router};
 use tidemill_otel::propagation::Propagation;
@@ -12,42 +14,10 @@ use tidemill_otel::{Observability, TracingPublisher};
 use tidemill_sql::{SqlConfig, SqlPool, SqlPubSub};
 use tokio::sync::mpsc;
 use tracing::Instrument;
-use tracing_subscriber::layer::SubscriberExt;
-
-fn find<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
-    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
-        let names: Vec<_> = spans.iter().map(|s| s.name.clone()).collect();
-        panic!("no span {name:?} among {names:?}")
-    })
-}
-
-fn assert_child(child: &SpanData, parent: &SpanData) {
-    assert_eq!(
-        child.span_context.trace_id(),
-        parent.span_context.trace_id(),
-        "{} and {} are in different traces",
-        child.name,
-        parent.name
-    );
-    assert_eq!(
-        child.parent_span_id,
-        parent.span_context.span_id(),
-        "{} is not a child of {}",
-        child.name,
-        parent.name
-    );
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn one_trace_from_request_through_outbox_and_forwarder_to_handler() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test"))),
-    );
+    let telemetry = telemetry();
 
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
@@ -121,8 +91,7 @@ async fn one_trace_from_request_through_outbox_and_forwarder_to_handler() {
     router.close().await.unwrap();
     running.await.unwrap().unwrap();
 
-    provider.force_flush().unwrap();
-    let spans = exporter.get_finished_spans().unwrap();
+    let spans = telemetry.spans();
     let request = find(&spans, "request");
     let send = find(&spans, "send orders.placed");
     let process = find(&spans, "process orders.placed");

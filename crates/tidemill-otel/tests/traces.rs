@@ -1,79 +1,20 @@
 //! Traces follow messages: publish -> handle -> publish -> handle is one trace of parent/child
 //! spans, on one pub/sub and across two.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{assert_child, attr, find, telemetry};
 use opentelemetry::baggage::BaggageExt;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tidemill::router::HandlerError;
 use tidemill::{HandlerResult, InProcessPubSub, Message, Publisher, Router};
 use tidemill_otel::propagation::Propagation;
 use tidemill_otel::{Observability, TracingPublisher};
 use tokio::sync::mpsc;
 use tracing::Instrument;
-use tracing_subscriber::layer::SubscriberExt;
-
-struct Telemetry {
-    exporter: InMemorySpanExporter,
-    provider: SdkTracerProvider,
-    _guard: tracing::subscriber::DefaultGuard,
-}
-
-/// A `tracing` subscriber exporting to memory, for this thread (the tests run on a
-/// current-thread runtime, so every task of theirs sees it).
-fn telemetry() -> Telemetry {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-    Telemetry {
-        exporter,
-        provider,
-        _guard: tracing::subscriber::set_default(subscriber),
-    }
-}
-
-impl Telemetry {
-    fn spans(&self) -> Vec<SpanData> {
-        self.provider.force_flush().unwrap();
-        self.exporter.get_finished_spans().unwrap()
-    }
-}
-
-fn find<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
-    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
-        let names: Vec<_> = spans.iter().map(|s| s.name.clone()).collect();
-        panic!("no span {name:?} among {names:?}")
-    })
-}
-
-fn attr<'a>(span: &'a SpanData, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv: &&'a KeyValue| kv.key.as_str() == key)
-        .map(|kv| kv.value.to_string())
-}
-
-fn assert_child(child: &SpanData, parent: &SpanData) {
-    assert_eq!(
-        child.span_context.trace_id(),
-        parent.span_context.trace_id(),
-        "{} and {} are in different traces",
-        child.name,
-        parent.name
-    );
-    assert_eq!(
-        child.parent_span_id,
-        parent.span_context.span_id(),
-        "{} is not a child of {}",
-        child.name,
-        parent.name
-    );
-}
 
 /// Runs "orders" on `first` -> handler `enrich` -> "enriched" on `second` -> handler `ship`,
 /// with the first publish inside a `request` span, and checks the trace.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tidemill::{Publisher, Result, Subscriber};
 use tidemill_kafka::{KafkaConfig, KafkaPublisher, KafkaSubscriber};
-use tidemill_testkit::Broker;
+use tidemill_testkit::{Broker, Features};
 
 pub const BROKERS: &str = "127.0.0.1:9092";
 
@@ -77,5 +77,16 @@ impl Broker for Connected {
             None => self.config.clone(),
         };
         Ok(Arc::new(KafkaSubscriber::new(config)?))
+    }
+}
+
+/// What every Kafka target claims: groups, a persistent log, and new subscribers reading it from
+/// the start.
+pub fn features() -> Features {
+    Features {
+        consumer_groups: true,
+        persistent: true,
+        new_subscriber_receives_old_messages: true,
+        ..Features::default()
     }
 }
