@@ -75,13 +75,16 @@
 //!   the reason printed), and the mock cluster's target runs it.
 //! - tansu with `sqlite://` storage keeps the log across a restart; `memory://` loses
 //!   everything on restart.
-//! - Not explained yet, and never seen against the mock cluster: `many_publishers_closed_after_their_share`
-//!   on `memory://` twice in about ten runs of the suite missed one of 10,000 messages, with one
-//!   other delivered twice (10,000 deliveries, 9,999 distinct ids), both times while other tests
-//!   ran beside it; alone it passed six runs of six, and raw rdkafka consumers of the same shape
-//!   (20 producers, a group of 4) lost nothing in five runs. The restart scenario on `sqlite://`
-//!   once stalled at 1,253 of 10,000 (with a session timeout of 6 s, since removed).
-//!   The tansu targets' tests are retried up to twice (`.config/nextest.toml`), which reports
+//! - tansu with `memory://` storage sometimes never returns a record it acknowledged to its
+//!   producer, when a group reads while many producers write and the machine is loaded:
+//!   `tests/tansu_gaps.rs` reproduces it with raw rdkafka and no tidemill (20 producers, a
+//!   group of four committing after each record; one or two records missing in about one run in
+//!   three with two busy loops beside it; ignored, run by hand). The suite's
+//!   `many_publishers_closed_after_their_share` meets it the same way (10,000 deliveries, 9,999
+//!   distinct ids) about as often under load, and passes when the machine is idle; the mock
+//!   cluster never showed it. The restart scenario on `sqlite://` once stalled at 1,253 of
+//!   10,000 (with a session timeout of 6 s, since removed).
+//!   So the tansu targets' tests are retried up to twice (`.config/nextest.toml`), which reports
 //!   such a run as flaky instead of failing it; the mock cluster's are not.
 //! - The mock cluster does not answer the admin API's topic creation (it creates topics on
 //!   first use instead), and once the last member of a group left, it takes new members only
