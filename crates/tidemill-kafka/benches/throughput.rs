@@ -17,6 +17,8 @@ use tidemill_kafka::{KafkaConfig, KafkaPublisher, KafkaSubscriber};
 const BROKERS: &str = "127.0.0.1:9092";
 /// tansu waits half the fetch wait even with records to send; both consumers use a short one.
 const FETCH_WAIT_MS: &str = "50";
+/// Messages a publish call carries (and raw rdkafka sends before awaiting their reports).
+const BATCH: usize = 1_000;
 
 fn topic(name: &str) -> String {
     format!("bench-{name}-{}", uuid::Uuid::new_v4().simple())
@@ -37,7 +39,9 @@ async fn raw_publish(topic: &str, n: usize, payload: &[u8], tasks: usize) -> Dur
     for _ in 0..tasks {
         let (producer, topic, payload) = (producer.clone(), topic.to_owned(), payload.to_vec());
         handles.push(tokio::spawn(async move {
-            let mut reports = Vec::with_capacity(per_task);
+            // Batches of 1,000 whose delivery reports are awaited before the next, as a
+            // tidemill publish call of 1,000 messages does.
+            let mut reports = Vec::with_capacity(BATCH);
             for i in 0..per_task {
                 let id = i.to_string();
                 let record = FutureRecord::<(), [u8]>::to(&topic)
@@ -47,9 +51,11 @@ async fn raw_publish(topic: &str, n: usize, payload: &[u8], tasks: usize) -> Dur
                         value: Some(&id),
                     }));
                 reports.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
-            }
-            for r in reports {
-                r.await.unwrap().unwrap();
+                if reports.len() == BATCH || i + 1 == per_task {
+                    for r in reports.drain(..) {
+                        r.await.unwrap().unwrap();
+                    }
+                }
             }
         }));
     }
@@ -77,7 +83,7 @@ async fn tidemill_publish(topic: &str, n: usize, payload: &[u8], tasks: usize) -
         handles.push(tokio::spawn(async move {
             let mut left = per_task;
             while left > 0 {
-                let k = left.min(1000);
+                let k = left.min(BATCH);
                 let msgs = (0..k).map(|_| Message::new(payload.clone())).collect();
                 publisher.publish(&topic, msgs).await.unwrap();
                 left -= k;
