@@ -212,6 +212,13 @@ pub(crate) fn current_context() -> Context {
     }
 }
 
+/// Whether the code runs inside a span (a recorded `tracing` one, or OpenTelemetry's current):
+/// [`current_context`] without building the context.
+pub(crate) fn in_a_span() -> bool {
+    let span = tracing::Span::current();
+    (!span.is_none() && !span.is_disabled()) || has_span(&Context::current())
+}
+
 /// Whether `cx` holds a span worth continuing.
 pub(crate) fn has_span(cx: &Context) -> bool {
     cx.has_active_span() && cx.span().span_context().is_valid()

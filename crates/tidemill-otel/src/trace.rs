@@ -25,7 +25,7 @@ use tracing::{field, Instrument};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::common::{handler_and_topic, system_of, PerHandler};
-use crate::propagation::{current_context, has_span, ProducedIn, Propagation};
+use crate::propagation::{current_context, has_span, in_a_span, ProducedIn, Propagation};
 
 /// The `messaging.system` used when the pub/sub's kind cannot be told from its type.
 ///
@@ -305,11 +305,11 @@ where
 /// The send span's parent is the span the messages were produced in when a traced handler
 /// returned them ([`ProducedIn`]), the current span otherwise, and, outside any span, the trace
 /// context the first message already carries (so a [`Forwarder`] relaying messages from an
-/// outbox continues the trace of the request that wrote them).
-///
-/// [`Forwarder`]: tidemill::components::forwarder::Forwarder Attributes: `messaging.system`,
+/// outbox continues the trace of the request that wrote them). Attributes: `messaging.system`,
 /// `messaging.destination.name`, `messaging.operation` / `.type` / `.name` (`send`), and
 /// `messaging.message.id` for one message or `messaging.batch.message_count` for more.
+///
+/// [`Forwarder`]: tidemill::components::forwarder::Forwarder
 ///
 /// Wrap one publisher, or every publisher of a router with [`TracingPublisher::decorator`]:
 ///
@@ -427,7 +427,7 @@ impl<P: Publisher> Publisher for TracingPublisher<P> {
                 Some(parent) => {
                     let _ = span.set_parent(parent);
                 }
-                None if !has_span(&current_context()) => {
+                None if !in_a_span() => {
                     // Published outside any span, as a forwarder relays stored messages:
                     // continue the trace the message already carries.
                     let carried = self.propagation.extract(&messages[0]);
