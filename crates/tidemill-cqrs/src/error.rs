@@ -74,6 +74,30 @@ pub enum Error {
         /// The event's name.
         name: String,
     },
+    /// The subscriber the constructor gave reads in another consumer group than the one it was
+    /// asked for (a shared, already configured subscriber): the handler would not get its own
+    /// copy of the messages.
+    #[error(
+        "the subscriber for {expected:?} reads in consumer group {actual:?}: the subscriber \
+         constructor must make a subscriber in the group it is given"
+    )]
+    GroupMismatch {
+        /// The group asked for (the handler's or group's name).
+        expected: String,
+        /// The group of the subscriber returned.
+        actual: String,
+    },
+    /// The subscriber constructor returned the same subscriber for two groups.
+    #[error(
+        "the subscriber constructor returned one subscriber for {first:?} and {second:?}: \
+         each handler needs a subscriber in its own consumer group"
+    )]
+    SharedSubscriber {
+        /// The first group.
+        first: String,
+        /// The second group.
+        second: String,
+    },
     /// The subscriber constructor failed.
     #[error("creating the subscriber for {group:?} failed: {source}")]
     Subscriber {

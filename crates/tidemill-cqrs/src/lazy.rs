@@ -74,6 +74,18 @@ impl fmt::Debug for LazySubscriber {
 
 #[async_trait]
 impl Subscriber for LazySubscriber {
+    fn max_in_flight(&self) -> Option<usize> {
+        self.inner.get().and_then(|s| s.max_in_flight())
+    }
+
+    fn group(&self) -> Option<&str> {
+        self.inner.get().and_then(|s| s.group())
+    }
+
+    fn dead_letter_publisher(&self) -> Option<Arc<dyn tidemill::Publisher>> {
+        self.inner.get().and_then(|s| s.dead_letter_publisher())
+    }
+
     async fn subscribe(&self, topic: &str) -> tidemill::Result<Subscription> {
         let inner = self.inner.get_or_try_init(|| (self.connect)()).await?;
         inner.subscribe(topic).await

@@ -19,8 +19,18 @@
 //! | payload cannot be decoded | [`Error::Unmarshal`], rejected ([`Disposition::Reject`]) |
 //! | no name in the metadata | [`Error::MissingName`], rejected, or acked with `ack_on_unknown` |
 //! | a group gets a name it has no handler for | [`Error::UnknownName`], rejected, or acked with `ack_on_unknown` |
-//! | a one-type handler gets another type (topics shared by several types) | acked: not its business |
+//! | a command no handler of the processor knows (a typo'd name) | [`Error::UnknownName`], rejected, or acked with `ack_on_unknown`: a command has exactly one handler |
+//! | an event handler gets another event type (topics shared by several types) | skipped (acked), with a debug log and the [`ProcessorConfig::on_skip`] hook, for a metric |
+//! | a command handler gets another command the processor has a handler for | skipped, likewise: that handler's business |
 //! | the handler fails | the handler's [`HandlerError`] decides |
+//!
+//! A rejected message is never redelivered in a loop: the router sends it to the poison queue
+//! if there is a poison queue layer, else to its dead-letter topic (see
+//! [`RouterConfig::dead_letter`](tidemill::router::RouterConfig::dead_letter)), with the reason.
+//!
+//! Each handler's subscriber must read in the consumer group the constructor is given (its name
+//! may add a prefix or suffix): a subscriber in another group, or one subscriber returned for
+//! two groups, is refused with [`Error::GroupMismatch`] or [`Error::SharedSubscriber`].
 //!
 //! [`Disposition::Reject`]: tidemill::router::Disposition::Reject
 
@@ -60,6 +70,10 @@ use crate::NAME_KEY;
 pub type SubscriberConstructor =
     Arc<dyn Fn(&str) -> tidemill::Result<Arc<dyn Subscriber>> + Send + Sync>;
 
+/// Told of every message a handler skipped as not its business: the handler's name and the
+/// message's name. Give it to a metrics counter.
+pub type SkipHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 fn constructor<S, F>(f: F) -> SubscriberConstructor
 where
     S: Subscriber,
@@ -92,6 +106,7 @@ pub struct ProcessorConfig<M = JsonMarshaler> {
     event_bus: Option<EventBus<M>>,
     command_bus: Option<CommandBus<M>>,
     reply_publisher: Option<Arc<dyn Publisher>>,
+    on_skip: Option<SkipHook>,
 }
 
 impl Default for ProcessorConfig<JsonMarshaler> {
@@ -104,6 +119,7 @@ impl Default for ProcessorConfig<JsonMarshaler> {
             event_bus: None,
             command_bus: None,
             reply_publisher: None,
+            on_skip: None,
         }
     }
 }
@@ -140,7 +156,25 @@ impl<M> ProcessorConfig<M> {
             event_bus: None,
             command_bus: None,
             reply_publisher: self.reply_publisher,
+            on_skip: self.on_skip,
         }
+    }
+
+    /// Called for every message a handler skips as another handler's business (see the
+    /// [module docs](crate::processor)), for a metric. They are logged at DEBUG either way.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// let skipped = Arc::new(AtomicU64::new(0));
+    /// let counter = skipped.clone();
+    /// let config = tidemill_cqrs::ProcessorConfig::default()
+    ///     .on_skip(move |_handler: &str, _name: &str| { counter.fetch_add(1, Ordering::Relaxed); });
+    /// # drop(config);
+    /// ```
+    pub fn on_skip(mut self, hook: impl Fn(&str, &str) + Send + Sync + 'static) -> Self {
+        self.on_skip = Some(Arc::new(hook));
+        self
     }
 
     /// Ack messages without a name, and messages a group has no handler for, instead of
@@ -254,8 +288,19 @@ where
 
 struct Routes<M> {
     by_name: HashMap<String, Erased<M>>,
-    /// Whether names without a route belong to other handlers (acked) rather than being unknown.
-    skip_others: bool,
+    /// What a name without a route here is.
+    others: Others,
+}
+
+/// What a handler does with a message whose name it has no route for.
+enum Others {
+    /// Skip it: events of other types are other handlers' business.
+    Skip,
+    /// Unknown: rejected (a group's topic carries only its own types).
+    Unknown,
+    /// Skip it if the processor has a handler for that command, else it is unknown: a command
+    /// has exactly one handler.
+    KnownCommands(Arc<Mutex<HashMap<String, String>>>),
 }
 
 /// What all processors share: where they register and how they build subscriptions.
@@ -266,6 +311,9 @@ struct Base<M> {
     ack_on_unknown: bool,
     concurrency: usize,
     env: Arc<Env<M>>,
+    on_skip: Option<SkipHook>,
+    /// Group -> subscriber identity, to refuse one subscriber for two groups.
+    subscribers_seen: Mutex<Vec<(String, usize)>>,
 }
 
 impl<M: Send + Sync + 'static> Base<M> {
@@ -281,6 +329,8 @@ impl<M: Send + Sync + 'static> Base<M> {
             topic: config.topic.unwrap_or(default_topic),
             ack_on_unknown: config.ack_on_unknown,
             concurrency: config.concurrency,
+            on_skip: config.on_skip,
+            subscribers_seen: Mutex::default(),
             env: Arc::new(Env {
                 marshaler: Arc::new(config.marshaler),
                 event_bus: config.event_bus,
@@ -295,11 +345,31 @@ impl<M: Send + Sync + 'static> Base<M> {
             group: handler.to_owned(),
             source,
         })?;
+        if let Some(actual) = subscriber.group() {
+            if !actual.contains(handler) {
+                return Err(Error::GroupMismatch {
+                    expected: handler.to_owned(),
+                    actual: actual.to_owned(),
+                });
+            }
+        }
+        {
+            let id = subscriber.instance_id();
+            let mut seen = self.subscribers_seen.lock();
+            if let Some((first, _)) = seen.iter().find(|(g, i)| *i == id && g != handler) {
+                return Err(Error::SharedSubscriber {
+                    first: first.clone(),
+                    second: handler.to_owned(),
+                });
+            }
+            seen.push((handler.to_owned(), id));
+        }
         let topic = (self.topic)(topic_key);
         let routes = Arc::new(routes);
         let env = self.env.clone();
         let name: Arc<str> = handler.into();
         let ack_on_unknown = self.ack_on_unknown;
+        let on_skip = self.on_skip.clone();
         self.router
             .handler(handler)
             .subscribe(topic, subscriber)
@@ -311,6 +381,7 @@ impl<M: Send + Sync + 'static> Base<M> {
                     routes.clone(),
                     env.clone(),
                     ack_on_unknown,
+                    on_skip.clone(),
                 )
             })?;
         Ok(())
@@ -332,6 +403,7 @@ async fn dispatch<M: Send + Sync + 'static>(
     routes: Arc<Routes<M>>,
     env: Arc<Env<M>>,
     ack_on_unknown: bool,
+    on_skip: Option<SkipHook>,
 ) -> HandlerResult<()> {
     let Some(name) = msg.metadata().get(NAME_KEY) else {
         return unknown(
@@ -343,7 +415,19 @@ async fn dispatch<M: Send + Sync + 'static>(
         );
     };
     let Some(route) = routes.by_name.get(name) else {
-        if routes.skip_others {
+        let skip = match &routes.others {
+            Others::Skip => true,
+            Others::Unknown => false,
+            Others::KnownCommands(known) => known.lock().contains_key(name),
+        };
+        if skip {
+            tracing::debug!(
+                handler = %handler, name, message_id = msg.id(),
+                "skipping a message of a type this handler does not handle"
+            );
+            if let Some(hook) = &on_skip {
+                hook(&handler, name);
+            }
             return Ok(());
         }
         return unknown(
@@ -451,7 +535,7 @@ macro_rules! processor_common {
             ) -> Self {
                 Self {
                     base: Base::new(router, subscribers, config, $default_topic),
-                    names: Mutex::default(),
+                    names: Default::default(),
                 }
             }
         }
@@ -548,7 +632,7 @@ impl<M: Send + Sync + 'static> EventProcessor<M> {
         let name = E::name();
         let routes = Routes {
             by_name: HashMap::from([(name.to_string(), erase(handler, |_, _| Ok(None)))]),
-            skip_others: true,
+            others: Others::Skip,
         };
         self.base.register(handler_name, &name, routes)?;
         self.names.lock().push(handler_name.to_owned());
@@ -719,7 +803,7 @@ impl<M: Send + Sync + 'static> GroupBuilder<'_, M> {
         }
         let routes = Routes {
             by_name: self.by_name,
-            skip_others: false,
+            others: Others::Unknown,
         };
         self.processor
             .base
@@ -737,8 +821,8 @@ impl<M: Send + Sync + 'static> GroupBuilder<'_, M> {
 /// [`handle`](Self::handle) answer with success or failure only. Replies need
 /// [`ProcessorConfig::reply_publisher`]. A failure is answered only when it is final
 /// ([`Disposition::Reject`] or [`Disposition::Drop`]); a retried request stays unanswered until a
-/// later attempt settles it. A rejected command is meant for a poison queue: without one the
-/// router nacks it, and it comes back and is answered again.
+/// later attempt settles it. A rejected command goes to the poison queue, or without one to the
+/// router's dead-letter topic; it is answered once.
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
@@ -760,8 +844,9 @@ impl<M: Send + Sync + 'static> GroupBuilder<'_, M> {
 /// ```
 pub struct CommandProcessor<M = JsonMarshaler> {
     base: Base<M>,
-    /// Command name -> handler name.
-    names: Mutex<HashMap<String, String>>,
+    /// Command name -> handler name, shared with the handlers to tell a typo from another
+    /// handler's command.
+    names: Arc<Mutex<HashMap<String, String>>>,
 }
 
 processor_common!(CommandProcessor, topic::prefixed("commands."));
@@ -831,8 +916,7 @@ impl<M: Send + Sync + 'static> CommandProcessor<M> {
 
     fn add<C: Named>(&self, handler_name: &str, route: Erased<M>) -> Result<()> {
         let name = C::name().into_owned();
-        let mut names = self.names.lock();
-        if let Some(existing) = names.get(&name) {
+        if let Some(existing) = self.names.lock().get(&name) {
             return Err(Error::DuplicateCommandHandler {
                 name,
                 existing: existing.clone(),
@@ -840,10 +924,10 @@ impl<M: Send + Sync + 'static> CommandProcessor<M> {
         }
         let routes = Routes {
             by_name: HashMap::from([(name.clone(), route)]),
-            skip_others: true,
+            others: Others::KnownCommands(self.names.clone()),
         };
         self.base.register(handler_name, &name, routes)?;
-        names.insert(name, handler_name.to_owned());
+        self.names.lock().insert(name, handler_name.to_owned());
         Ok(())
     }
 }

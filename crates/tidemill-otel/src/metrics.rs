@@ -807,6 +807,14 @@ impl<P> MetricsPublisher<P> {
 
 #[async_trait]
 impl<P: Publisher> Publisher for MetricsPublisher<P> {
+    fn limits(&self) -> tidemill::Limits {
+        self.inner.limits()
+    }
+
+    fn instance_id(&self) -> usize {
+        self.inner.instance_id()
+    }
+
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         let instruments = self.metrics.publish_instruments(topic);
         let count = messages.len() as u64;
@@ -885,6 +893,22 @@ impl Settle for CountingSettle {
 
 #[async_trait]
 impl<S: Subscriber> Subscriber for MetricsSubscriber<S> {
+    fn max_in_flight(&self) -> Option<usize> {
+        self.inner.max_in_flight()
+    }
+
+    fn group(&self) -> Option<&str> {
+        self.inner.group()
+    }
+
+    fn dead_letter_publisher(&self) -> Option<std::sync::Arc<dyn Publisher>> {
+        self.inner.dead_letter_publisher()
+    }
+
+    fn instance_id(&self) -> usize {
+        self.inner.instance_id()
+    }
+
     async fn subscribe(&self, topic: &str) -> Result<Subscription> {
         let subscription = self.inner.subscribe(topic).await?;
         let labels = TopicLabels {

@@ -400,6 +400,14 @@ impl TracingPublisher<Arc<dyn Publisher>> {
 
 #[async_trait]
 impl<P: Publisher> Publisher for TracingPublisher<P> {
+    fn limits(&self) -> tidemill::Limits {
+        self.inner.limits()
+    }
+
+    fn instance_id(&self) -> usize {
+        self.inner.instance_id()
+    }
+
     async fn publish(&self, topic: &str, mut messages: Vec<Message>) -> Result<()> {
         if messages.is_empty() {
             return self.inner.publish(topic, messages).await;

@@ -23,7 +23,7 @@ pub enum Error {
         reason: String,
     },
     /// The broker did not take a message.
-    #[error("publishing message {message_id} to topic {topic:?} failed: {source}")]
+    #[error("{source} (publishing message {message_id} to topic {topic:?})")]
     Publish {
         /// The topic published to.
         topic: String,
@@ -34,7 +34,7 @@ pub enum Error {
         source: BoxError,
     },
     /// A subscription could not be made or broke for good.
-    #[error("subscribing to topic {topic:?} failed: {source}")]
+    #[error("{source} (subscribing to topic {topic:?})")]
     Subscribe {
         /// The topic subscribed to.
         topic: String,
@@ -43,7 +43,7 @@ pub enum Error {
         source: BoxError,
     },
     /// Acknowledging or rejecting a message at the broker failed; the broker will deliver it again.
-    #[error("settling message {message_id} on topic {topic:?} failed: {source}")]
+    #[error("{source} (settling message {message_id} on topic {topic:?})")]
     Settle {
         /// The topic the message came from.
         topic: String,
@@ -59,6 +59,17 @@ pub enum Error {
         /// The topic the message came from.
         topic: String,
         /// What was wrong with it.
+        reason: String,
+    },
+    /// A metadata entry the pub/sub cannot carry unchanged (see
+    /// [`Limits`](crate::limits::Limits)); nothing was sent.
+    #[error("metadata {key:?} of message {message_id} refused: {reason}")]
+    InvalidMetadata {
+        /// The message id.
+        message_id: String,
+        /// The refused name (empty when the metadata as a whole is too large).
+        key: String,
+        /// Why, naming the adapter.
         reason: String,
     },
     /// The message is larger than the pub/sub accepts; nothing was sent.
@@ -82,7 +93,7 @@ pub enum Error {
         capacity: usize,
     },
     /// Connecting to the broker failed. The address is given without credentials.
-    #[error("connecting to {address} failed: {source}")]
+    #[error("{source} (connecting to {address})")]
     Connect {
         /// The broker's address, with any password removed.
         address: String,
@@ -151,6 +162,26 @@ impl Error {
     /// ```
     pub fn is_closed(&self) -> bool {
         matches!(self, Self::Closed(_))
+    }
+
+    /// Whether trying again can never succeed: the input itself is refused (a topic name,
+    /// metadata, size, configuration or payload the pub/sub does not accept). Everything else
+    /// (a broker away, a timeout, a full buffer, a closed client) is transient.
+    ///
+    /// ```
+    /// use tidemill::Error;
+    /// assert!(Error::invalid_topic("", "empty").is_permanent());
+    /// assert!(!Error::publish("t", "m", "connection reset").is_permanent());
+    /// ```
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidTopic { .. }
+                | Self::InvalidMetadata { .. }
+                | Self::MessageTooLarge { .. }
+                | Self::Decode { .. }
+                | Self::Config(_)
+        )
     }
 }
 

@@ -40,21 +40,29 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+mod backoff;
 pub mod components;
 pub mod error;
 pub mod in_process;
+pub mod limits;
 pub mod message;
 pub mod middleware;
+pub mod options;
 pub mod pubsub;
+mod redact;
 pub mod router;
 
+pub use backoff::Backoff;
 pub use error::{validate_topic, BoxError, Error, Result};
 pub use in_process::InProcessPubSub;
+pub use limits::Limits;
 pub use message::{new_uuid, Extensions, Message, Metadata};
+pub use options::StartPosition;
 pub use pubsub::{
     Acker, Delivery, Publisher, PublisherExt, Settle, Settlement, SubscribeInitializer, Subscriber,
     Subscription,
 };
+pub use redact::redact_url;
 pub use router::{HandlerError, HandlerResult, Router};
 
 // The README's example compiles.

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 use crate::error::Result;
+use crate::limits::Limits;
 use crate::message::Message;
 
 /// Sends messages to topics.
@@ -38,6 +39,24 @@ pub trait Publisher: Send + Sync + 'static {
 
     /// Flushes what was published and releases the connection. Closing twice is harmless.
     async fn close(&self) -> Result<()>;
+
+    /// What this publisher accepts. Adapters check every message against it before sending
+    /// and refuse what they cannot carry unchanged; callers may check first.
+    ///
+    /// ```
+    /// use tidemill::{InProcessPubSub, Message, Publisher};
+    /// let limits = InProcessPubSub::new().limits();
+    /// assert!(limits.check("orders", &Message::new("x")).is_ok());
+    /// ```
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
+
+    /// Identifies the underlying publisher, so two handles on one (clones, `Arc`s, decorators)
+    /// compare equal and it is closed once.
+    fn instance_id(&self) -> usize {
+        self as *const Self as *const () as usize
+    }
 }
 
 /// Receives messages from topics.
@@ -78,6 +97,46 @@ pub trait Subscriber: Send + Sync + 'static {
     fn as_initializer(&self) -> Option<&dyn SubscribeInitializer> {
         None
     }
+
+    /// How many deliveries of one subscription may be unsettled at once, if the subscriber
+    /// limits it. The router refuses a handler whose concurrency exceeds it, since the extra
+    /// workers would never be fed.
+    ///
+    /// ```
+    /// use tidemill::in_process::{InProcessConfig, InProcessPubSub};
+    /// use tidemill::Subscriber;
+    /// let pubsub = InProcessPubSub::with_config(InProcessConfig::default().max_in_flight(8));
+    /// assert_eq!(pubsub.max_in_flight(), Some(8));
+    /// ```
+    fn max_in_flight(&self) -> Option<usize> {
+        None
+    }
+
+    /// The consumer group this subscriber reads in, if it has one.
+    ///
+    /// ```
+    /// use tidemill::{InProcessPubSub, Subscriber};
+    /// assert_eq!(InProcessPubSub::new().with_group("billing").group(), Some("billing"));
+    /// assert_eq!(InProcessPubSub::new().group(), None);
+    /// ```
+    fn group(&self) -> Option<&str> {
+        None
+    }
+
+    /// A publisher on the same pub/sub, for messages rejected for good when no poison queue is
+    /// configured: the router sends them to [`DEFAULT_DEAD_LETTER_TOPIC`] through it rather
+    /// than redelivering them in a loop.
+    ///
+    /// [`DEFAULT_DEAD_LETTER_TOPIC`]: crate::router::DEFAULT_DEAD_LETTER_TOPIC
+    fn dead_letter_publisher(&self) -> Option<Arc<dyn Publisher>> {
+        None
+    }
+
+    /// Identifies the underlying subscriber, so two handles on one compare equal and it is
+    /// closed once.
+    fn instance_id(&self) -> usize {
+        self as *const Self as *const () as usize
+    }
 }
 
 /// Creates a topic (and whatever the broker needs behind it) ahead of subscribing, so that
@@ -106,6 +165,12 @@ macro_rules! forward_pubsub {
             async fn close(&self) -> Result<()> {
                 (**self).close().await
             }
+            fn limits(&self) -> Limits {
+                (**self).limits()
+            }
+            fn instance_id(&self) -> usize {
+                (**self).instance_id()
+            }
         }
 
         #[async_trait]
@@ -118,6 +183,18 @@ macro_rules! forward_pubsub {
             }
             fn as_initializer(&self) -> Option<&dyn SubscribeInitializer> {
                 (**self).as_initializer()
+            }
+            fn max_in_flight(&self) -> Option<usize> {
+                (**self).max_in_flight()
+            }
+            fn group(&self) -> Option<&str> {
+                (**self).group()
+            }
+            fn dead_letter_publisher(&self) -> Option<Arc<dyn Publisher>> {
+                (**self).dead_letter_publisher()
+            }
+            fn instance_id(&self) -> usize {
+                (**self).instance_id()
             }
         }
     )*};

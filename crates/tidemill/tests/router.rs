@@ -716,7 +716,12 @@ async fn close_timeout_is_reported_and_the_message_comes_back() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     publish_ids(&ps, "in", 0..1).await;
     started.notified().await;
-    router.close().await.unwrap();
+    // `close` says so as well as `run`.
+    let closed = router.close().await.unwrap_err();
+    assert!(
+        matches!(closed, RouterError::CloseTimeout { .. }),
+        "{closed}"
+    );
     let err = run.await.unwrap().unwrap_err();
     assert!(
         matches!(err, RouterError::CloseTimeout { ref handlers, .. } if handlers == &["stuck"]),

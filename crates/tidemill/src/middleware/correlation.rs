@@ -171,6 +171,14 @@ impl<P: Publisher> CorrelationIdPublisher<P> {
 
 #[async_trait]
 impl<P: Publisher> Publisher for CorrelationIdPublisher<P> {
+    fn limits(&self) -> crate::Limits {
+        self.inner.limits()
+    }
+
+    fn instance_id(&self) -> usize {
+        self.inner.instance_id()
+    }
+
     async fn publish(&self, topic: &str, mut messages: Vec<Message>) -> Result<()> {
         if let Some(id) = current_correlation_id() {
             for msg in &mut messages {

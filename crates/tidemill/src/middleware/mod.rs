@@ -50,7 +50,7 @@ mod delay_on_error;
 mod duplicator;
 mod ignore_errors;
 mod instant_ack;
-mod poison;
+pub(crate) mod poison;
 mod recoverer;
 mod retry;
 mod throttle;

@@ -188,6 +188,18 @@ fn poisoned(msg: Message, reason: &str) -> Message {
         ),
         None => Default::default(),
     };
+    mark_poisoned(msg, reason, &handler, &topic, &subscriber)
+}
+
+/// `msg` without its extensions, with the poison metadata: shared by the poison queue and the
+/// router's dead-lettering, so both write the same keys.
+pub(crate) fn mark_poisoned(
+    msg: Message,
+    reason: &str,
+    handler: &str,
+    topic: &str,
+    subscriber: &str,
+) -> Message {
     let (id, payload, metadata) = msg.into_parts();
     let mut msg = Message::from_parts(id, payload, metadata);
     let md = msg.metadata_mut();

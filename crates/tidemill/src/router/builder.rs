@@ -1,5 +1,6 @@
 //! [`HandlerBuilder`]: registers one handler with its subscription, output and options.
 
+use std::future::Future;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,9 +8,12 @@ use std::time::Duration;
 use tower::Layer;
 
 use super::handler::{
-    self, handler_fn, BatchHandler, BoxHandler, Handler, HandlerFn, LayeredHandler,
+    self, handler_fn, BatchHandler, BoxHandler, Handler, HandlerOutput, HandlerResult,
+    LayeredHandler,
 };
-use super::run::{self, KeyFn, Pending, Runner};
+use super::loops;
+use super::outputs::PublishOutputs;
+use super::run::{KeyFn, Pending, Runner};
 use super::{BoxLayer, Router, RouterError};
 use crate::message::Message;
 use crate::pubsub::{Publisher, Subscriber};
@@ -21,10 +25,12 @@ use crate::pubsub::{Publisher, Subscriber};
 /// ```
 /// use std::time::Duration;
 /// use tidemill::router::{HandlerResult, Router};
-/// use tidemill::{InProcessPubSub, Message};
+/// use tidemill::in_process::{InProcessConfig, InProcessPubSub};
+/// use tidemill::Message;
 ///
 /// # fn main() -> Result<(), tidemill::router::RouterError> {
-/// let pubsub = InProcessPubSub::new();
+/// // Eight at once needs a subscriber that lets eight deliveries be in flight.
+/// let pubsub = InProcessPubSub::with_config(InProcessConfig::default().max_in_flight(8));
 /// let router = Router::new();
 /// router
 ///     .handler("enrich")
@@ -88,9 +94,12 @@ impl HandlerBuilder {
     }
 
     /// How many messages run at once. Default 1, which keeps order. The subscriber must let
-    /// that many deliveries be in flight (e.g. [`InProcessConfig::max_in_flight`]).
+    /// that many deliveries be in flight (e.g. [`InProcessConfig::max_in_flight`]): where it
+    /// says it would not ([`Subscriber::max_in_flight`]), the handler is refused when it starts
+    /// with [`RouterError::Config`].
     ///
     /// [`InProcessConfig::max_in_flight`]: crate::in_process::InProcessConfig::max_in_flight
+    /// [`Subscriber::max_in_flight`]: crate::Subscriber::max_in_flight
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
@@ -137,7 +146,8 @@ impl HandlerBuilder {
     }
 
     /// Adds middleware for this handler only, inside the router-wide middleware. The first added
-    /// is the outermost.
+    /// is the outermost. Batch handlers take no layers: registering one after `layer` is
+    /// refused with [`RouterError::LayersOnBatchHandler`].
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<BoxHandler> + Send + Sync + 'static,
@@ -150,10 +160,25 @@ impl HandlerBuilder {
     }
 
     /// Registers an async function of a message as the handler. It may return nothing, a
-    /// message, an optional message or a list of messages.
-    pub fn handle<F>(self, f: F) -> Result<(), RouterError>
+    /// message, an optional message or a list of messages. A closure needs no type annotations:
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tidemill::router::RouterError> {
+    /// let pubsub = tidemill::InProcessPubSub::new();
+    /// tidemill::Router::new()
+    ///     .handler("print")
+    ///     .subscribe("events", pubsub)
+    ///     .handle(|msg| async move {
+    ///         println!("{}", msg.id());
+    ///         Ok(())
+    ///     })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn handle<F, Fut, O>(self, f: F) -> Result<(), RouterError>
     where
-        HandlerFn<F>: Handler,
+        F: Fn(Message) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = HandlerResult<O>> + Send + 'static,
+        O: HandlerOutput,
     {
         self.service(handler_fn(f))
     }
@@ -161,37 +186,55 @@ impl HandlerBuilder {
     /// Registers a tower service as the handler.
     pub fn service<S: Handler>(self, service: S) -> Result<(), RouterError> {
         let own_layers = self.layers.clone();
-        let runner: Runner = Box::new(move |router_layers, subscription, ctx| {
-            let layers: Vec<BoxLayer> = router_layers.into_iter().chain(own_layers).collect();
+        // Each start (and restart) runs a fresh clone; the lock only makes the runner Sync.
+        let service = parking_lot::Mutex::new(service);
+        let runner: Runner = Arc::new(move |router_layers, subscription, ctx| {
+            let service = service.lock().clone();
+            let layers: Vec<BoxLayer> = router_layers
+                .into_iter()
+                .chain(own_layers.iter().cloned())
+                .collect();
             if layers.is_empty() {
-                // No middleware: run the service as it is, without boxing its futures, and
-                // without the per-message context only middleware reads.
-                Box::pin(run::messages(service, subscription, ctx, false))
+                // No middleware: run the service as it is, without boxing its futures.
+                Box::pin(loops::messages(service, subscription, ctx, false))
             } else {
+                // The outputs are published inside the layers, so retry and poison queue
+                // layers see a publishing failure.
+                let inner = PublishOutputs {
+                    inner: service,
+                    ctx: ctx.clone(),
+                };
                 let svc = layers
                     .iter()
                     .rev()
-                    .fold(BoxHandler::new(service), |svc, layer| layer(svc));
-                Box::pin(run::messages(svc, subscription, ctx, true))
+                    .fold(BoxHandler::new(inner), |svc, layer| layer(svc));
+                Box::pin(loops::messages(svc, subscription, ctx, true))
             }
         });
         self.register(runner)
     }
 
     /// Registers an async function of a batch of messages as the handler. Router-wide middleware
-    /// does not wrap batch handlers.
-    pub fn handle_batch<F>(self, f: F) -> Result<(), RouterError>
+    /// does not wrap batch handlers, and a batch handler's own layers are refused.
+    pub fn handle_batch<F, Fut, O>(self, f: F) -> Result<(), RouterError>
     where
-        HandlerFn<F>: BatchHandler,
+        F: Fn(Vec<Message>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = HandlerResult<O>> + Send + 'static,
+        O: HandlerOutput,
     {
         self.batch_service(handler_fn(f))
     }
 
     /// Registers a tower service of batches as the handler.
     pub fn batch_service<S: BatchHandler>(self, service: S) -> Result<(), RouterError> {
+        if !self.layers.is_empty() {
+            return Err(RouterError::LayersOnBatchHandler(self.name));
+        }
         let (max, wait) = self.batch;
-        let runner: Runner = Box::new(move |_router_layers, subscription, ctx| {
-            Box::pin(run::batches(service, subscription, ctx, max, wait))
+        let service = parking_lot::Mutex::new(service);
+        let runner: Runner = Arc::new(move |_router_layers, subscription, ctx| {
+            let service = service.lock().clone();
+            Box::pin(loops::batches(service, subscription, ctx, max, wait))
         });
         self.register(runner)
     }

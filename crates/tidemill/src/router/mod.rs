@@ -10,8 +10,12 @@
 //! outermost. Router-wide layers wrap handlers of single messages, not batch handlers.
 
 mod builder;
+mod events;
 pub(crate) mod handler;
+mod loops;
+mod outputs;
 mod plugin;
+mod restart;
 mod run;
 
 use std::collections::HashMap;
@@ -27,11 +31,14 @@ use crate::error::{BoxError, Error};
 use crate::pubsub::{Publisher, Subscriber};
 
 pub use builder::HandlerBuilder;
+pub use events::RouterEvent;
 pub use handler::{
     handler_fn, BatchHandler, BoxHandler, Disposition, Handler, HandlerContext, HandlerError,
     HandlerFn, HandlerOutput, HandlerResult, LayeredHandler, MapOutput, Permanent,
 };
+pub use outputs::{NoOutputTopic, OutputPublishFailed, DEFAULT_DEAD_LETTER_TOPIC};
 pub use plugin::{Plugin, SignalsPlugin};
+pub use restart::RestartPolicy;
 
 /// A router-wide layer, type-erased so it can wrap handlers of any type.
 type BoxLayer = Arc<dyn Fn(BoxHandler) -> BoxHandler + Send + Sync>;
@@ -51,10 +58,25 @@ type SubscriberDecorator = Arc<dyn Fn(Arc<dyn Subscriber>) -> Arc<dyn Subscriber
 /// );
 /// # drop(router);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RouterConfig {
     close_timeout: Duration,
     close_pubsubs: bool,
+    restart: RestartPolicy,
+    dead_letter: Option<(Arc<str>, Arc<dyn Publisher>)>,
+    reject_delay: Duration,
+}
+
+impl std::fmt::Debug for RouterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterConfig")
+            .field("close_timeout", &self.close_timeout)
+            .field("close_pubsubs", &self.close_pubsubs)
+            .field("restart", &self.restart)
+            .field("dead_letter", &self.dead_letter.as_ref().map(|(t, _)| t))
+            .field("reject_delay", &self.reject_delay)
+            .finish()
+    }
 }
 
 impl Default for RouterConfig {
@@ -62,6 +84,9 @@ impl Default for RouterConfig {
         Self {
             close_timeout: Duration::from_secs(30),
             close_pubsubs: true,
+            restart: RestartPolicy::default(),
+            dead_letter: None,
+            reject_delay: Duration::from_secs(30),
         }
     }
 }
@@ -78,6 +103,35 @@ impl RouterConfig {
     /// their in-flight work is done. Default true.
     pub fn close_pubsubs(mut self, close: bool) -> Self {
         self.close_pubsubs = close;
+        self
+    }
+
+    /// What happens when a handler's loop dies; see [`RestartPolicy`].
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
+        self.restart = policy;
+        self
+    }
+
+    /// Where messages rejected for good go when no poison queue layer took them: `topic`
+    /// through `publisher`, for every handler. Without it, each handler uses its subscriber's
+    /// own pub/sub ([`Subscriber::dead_letter_publisher`]) and [`DEFAULT_DEAD_LETTER_TOPIC`];
+    /// a subscriber without one keeps such messages, nacked with the
+    /// [reject delay](Self::reject_delay), and logs and reports each.
+    ///
+    /// ```
+    /// let pubsub = tidemill::InProcessPubSub::new();
+    /// let config = tidemill::router::RouterConfig::default().dead_letter(pubsub, "dead_letters");
+    /// # drop(config);
+    /// ```
+    pub fn dead_letter(mut self, publisher: impl Publisher, topic: impl Into<Arc<str>>) -> Self {
+        self.dead_letter = Some((topic.into(), Arc::new(publisher)));
+        self
+    }
+
+    /// How long a message rejected for good that could not be dead-lettered waits before it
+    /// comes back. Default 30 s.
+    pub fn reject_delay(mut self, delay: Duration) -> Self {
+        self.reject_delay = delay;
         self
     }
 }
@@ -128,8 +182,45 @@ pub enum RouterError {
         handlers: Vec<String>,
     },
     /// Closing a publisher or subscriber failed.
-    #[error("closing the pub/subs failed: {0}")]
+    #[error("{0} (closing the pub/subs)")]
     Close(#[source] Error),
+    /// A handler's loop died and its [`RestartPolicy`] gave up; the router closed.
+    #[error("handler {handler:?} stopped for good: {reason}")]
+    HandlerFailed {
+        /// The handler.
+        handler: String,
+        /// Why its loop died the last time.
+        reason: String,
+    },
+    /// Layers were added to a batch handler, which does not run them.
+    #[error("handler {0:?}: a batch handler takes no layers; wrap its service yourself")]
+    LayersOnBatchHandler(String),
+    /// A handler's settings cannot take effect.
+    #[error("handler {handler:?}: {reason}")]
+    Config {
+        /// The handler.
+        handler: String,
+        /// What cannot work, and what to change.
+        reason: String,
+    },
+}
+
+impl RouterError {
+    /// A copy for a second caller (`close` beside `run`), keeping the variant and the text.
+    fn duplicate(&self) -> Self {
+        match self {
+            Self::CloseTimeout { timeout, handlers } => Self::CloseTimeout {
+                timeout: *timeout,
+                handlers: handlers.clone(),
+            },
+            Self::HandlerFailed { handler, reason } => Self::HandlerFailed {
+                handler: handler.clone(),
+                reason: reason.clone(),
+            },
+            Self::Close(err) => Self::Close(Error::Other(err.to_string().into())),
+            other => Self::Close(Error::Other(other.to_string().into())),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,6 +285,15 @@ struct Inner {
     subscriber_decorators: Mutex<Vec<SubscriberDecorator>>,
     plugins: Mutex<Vec<Arc<dyn Plugin>>>,
     handlers: Mutex<HashMap<String, HandlerSlot>>,
+    hooks: Mutex<Vec<events::EventHook>>,
+    /// Why a handler failed for good, which closes the router.
+    fatal: Mutex<Option<RouterError>>,
+    /// What closing ended in, for `close` beside `run`.
+    closed_with: Mutex<Option<RouterError>>,
+    /// Handlers added while running whose start failed, with the reason.
+    failed_starts: Mutex<HashMap<String, String>>,
+    /// Bumped when a handler started or failed to, for `handler_ready`.
+    starts: watch::Sender<u64>,
 }
 
 /// A registered handler: waiting for the router to run, or running.
@@ -228,6 +328,11 @@ impl Router {
                 subscriber_decorators: Mutex::default(),
                 plugins: Mutex::default(),
                 handlers: Mutex::default(),
+                hooks: Mutex::default(),
+                fatal: Mutex::default(),
+                closed_with: Mutex::default(),
+                failed_starts: Mutex::default(),
+                starts: watch::channel(0).0,
             }),
         }
     }
@@ -296,6 +401,13 @@ impl Router {
     /// ```
     pub fn add_plugin(&self, plugin: impl Plugin) -> &Self {
         self.inner.plugins.lock().push(Arc::new(plugin));
+        self
+    }
+
+    /// Adds an observer of [`RouterEvent`]s (handlers that died or restarted, messages
+    /// dead-lettered), for handlers started from now on.
+    pub fn on_event(&self, hook: impl Fn(&RouterEvent<'_>) + Send + Sync + 'static) -> &Self {
+        self.inner.hooks.lock().push(Arc::new(hook));
         self
     }
 
@@ -387,7 +499,76 @@ impl Router {
         }
         let mut state = self.inner.state.subscribe();
         let _ = state.wait_for(|s| *s == State::Closed).await;
-        Ok(())
+        match &*self.inner.closed_with.lock() {
+            Some(err) => Err(err.duplicate()),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs the router in a task of its own and returns once every handler has subscribed (or
+    /// with the error that kept it from starting). Close it through the returned handle.
+    ///
+    /// ```
+    /// use tidemill::{InProcessPubSub, Message, PublisherExt, Router};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pubsub = InProcessPubSub::new();
+    /// let router = Router::new();
+    /// router
+    ///     .handler("print")
+    ///     .subscribe("events", pubsub.clone())
+    ///     .handle(|msg| async move {
+    ///         println!("got {}", msg.id());
+    ///         Ok(())
+    ///     })?;
+    /// let running = router.start().await?;
+    /// pubsub.publish_one("events", Message::new("x")).await?;
+    /// running.close().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start(&self) -> Result<RunningRouter, RouterError> {
+        let mut task = tokio::spawn({
+            let router = self.clone();
+            async move { router.run().await }
+        });
+        tokio::select! {
+            _ = self.running() => {}
+            result = &mut task => {
+                // It ended before running: that is its error (or it was closed meanwhile).
+                return match result {
+                    Ok(Ok(())) => Err(RouterError::Closed),
+                    Ok(Err(err)) => Err(err),
+                    Err(join) => Err(RouterError::Close(Error::Other(join.to_string().into()))),
+                };
+            }
+        }
+        Ok(RunningRouter {
+            router: self.clone(),
+            task,
+        })
+    }
+
+    /// Waits until handler `name` has subscribed, and says whether it could. For a handler added
+    /// while the router runs, `handle` returns at once and the subscription happens after: this
+    /// is how to learn its outcome.
+    pub async fn handler_ready(&self, name: &str) -> Result<(), RouterError> {
+        let mut starts = self.inner.starts.subscribe();
+        loop {
+            if let Some(reason) = self.inner.failed_starts.lock().get(name) {
+                return Err(RouterError::Config {
+                    handler: name.to_owned(),
+                    reason: reason.clone(),
+                });
+            }
+            match self.inner.handlers.lock().get(name) {
+                Some(slot) if slot.task.is_some() => return Ok(()),
+                Some(_) => {}
+                None => return Err(RouterError::UnknownHandler(name.to_owned())),
+            }
+            if starts.changed().await.is_err() {
+                return Err(RouterError::Closed);
+            }
+        }
     }
 
     /// Stops one handler: it stops receiving and finishes its in-flight messages; the router
@@ -439,10 +620,17 @@ impl Router {
             // Added while running: start it now; a failure to subscribe is logged and the
             // handler removed, since there is no caller left to return it to.
             let router = self.clone();
+            self.inner.failed_starts.lock().remove(&name);
             tokio::spawn(async move {
                 if let Err(err) = router.start_handler(&name).await {
                     tracing::error!(handler = %name, error = %err, "handler could not start");
                     router.inner.handlers.lock().remove(&name);
+                    router
+                        .inner
+                        .failed_starts
+                        .lock()
+                        .insert(name.clone(), err.to_string());
+                    router.inner.starts.send_modify(|n| *n += 1);
                 }
             });
         }
@@ -460,11 +648,36 @@ impl Router {
             };
             (pending, slot.stop.clone())
         };
+        if let Some(limit) = pending.subscriber.max_in_flight() {
+            if pending.concurrency > limit {
+                return Err(RouterError::Config {
+                    handler: name.to_owned(),
+                    reason: format!(
+                        "concurrency {} needs {} deliveries in flight, but its subscriber lets \
+                         only {limit} be: raise the subscriber's max_in_flight or lower the \
+                         concurrency",
+                        pending.concurrency, pending.concurrency
+                    ),
+                });
+            }
+        }
+        let router = Arc::downgrade(&self.inner);
+        let on_failure = Arc::new(move |err: RouterError| {
+            if let Some(inner) = router.upgrade() {
+                inner.fatal.lock().get_or_insert(err);
+                inner.shutdown.cancel();
+            }
+        });
         let ctx = run::StartContext {
             layers: self.inner.layers.lock().clone(),
             publisher_decorators: self.inner.publisher_decorators.lock().clone(),
             subscriber_decorators: self.inner.subscriber_decorators.lock().clone(),
             stop,
+            events: events::Events(self.inner.hooks.lock().clone().into()),
+            restart: self.inner.config.restart,
+            dead_letter: self.inner.config.dead_letter.clone(),
+            reject_delay: self.inner.config.reject_delay,
+            on_failure,
         };
         let started = pending
             .start(ctx)
@@ -482,6 +695,8 @@ impl Router {
             // Stopped while subscribing.
             None => started.task.abort(),
         }
+        drop(handlers);
+        self.inner.starts.send_modify(|n| *n += 1);
         Ok(())
     }
 
@@ -519,7 +734,48 @@ impl Router {
                 result = result.and(Err(RouterError::Close(err)));
             }
         }
+        // A handler that failed for good is why the router closed: that comes first.
+        if let Some(fatal) = self.inner.fatal.lock().take() {
+            result = Err(fatal);
+        }
+        if let Err(err) = &result {
+            *self.inner.closed_with.lock() = Some(err.duplicate());
+        }
         self.inner.state.send_replace(State::Closed);
+        self.inner.starts.send_modify(|n| *n += 1);
         result
+    }
+}
+
+/// A router running in a task of its own, from [`Router::start`].
+#[derive(Debug)]
+#[must_use = "dropping it leaves the router running; close it"]
+pub struct RunningRouter {
+    router: Router,
+    task: JoinHandle<Result<(), RouterError>>,
+}
+
+impl RunningRouter {
+    /// The router, to add or stop handlers while it runs.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Closes the router and returns what its run ended in.
+    pub async fn close(self) -> Result<(), RouterError> {
+        let closed = self.router.close().await;
+        match self.task.await {
+            Ok(result) => result.and(closed),
+            Err(join) => Err(RouterError::Close(Error::Other(join.to_string().into()))),
+        }
+    }
+
+    /// Waits until the router stops by itself (a plugin closed it, or a handler failed for
+    /// good) and returns what its run ended in.
+    pub async fn wait(self) -> Result<(), RouterError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => Err(RouterError::Close(Error::Other(join.to_string().into()))),
+        }
     }
 }

@@ -1,20 +1,22 @@
-//! The loops that feed a subscription's deliveries to a handler and settle them.
+//! A handler's start: decorated pub/subs, the loop context, and the supervisor that runs its
+//! loop, restarts it when it dies and reports what happened; and how a handling is settled.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::FutureExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
-use super::handler::{AckSlot, BatchHandler, Disposition, Handler, HandlerContext, HandlerError};
-use super::{BoxLayer, PublisherDecorator, SubscriberDecorator};
+use super::events::{Events, RouterEvent};
+use super::handler::{AckSlot, Disposition, HandlerContext, HandlerError};
+use super::outputs::OutputPublishFailed;
+use super::restart::{RestartPolicy, HEALTHY_RUN};
+use super::{BoxLayer, PublisherDecorator, RouterError, SubscriberDecorator};
+use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::message::Message;
 use crate::pubsub::{Acker, Publisher, Subscriber, Subscription};
@@ -22,9 +24,23 @@ use crate::pubsub::{Acker, Publisher, Subscriber, Subscription};
 /// Maps a message to the hash of its ordering key.
 pub(super) type KeyFn = Arc<dyn Fn(&Message) -> Option<u64> + Send + Sync>;
 
-/// Starts a handler's loop once the router-wide layers and the subscription are known.
-pub(super) type Runner =
-    Box<dyn FnOnce(Vec<BoxLayer>, Subscription, Arc<LoopContext>) -> BoxFuture<'static, ()> + Send>;
+/// Runs a handler's loop once the router-wide layers and the subscription are known; called
+/// again for each restart.
+pub(super) type Runner = Arc<
+    dyn Fn(Vec<BoxLayer>, Subscription, Arc<LoopContext>) -> BoxFuture<'static, LoopEnd>
+        + Send
+        + Sync,
+>;
+
+/// Why a handler's loop returned.
+pub(super) enum LoopEnd {
+    /// It was told to stop.
+    Stopped,
+    /// Its subscription ended without being told to stop.
+    SubscriptionEnded,
+    /// Its service failed in `poll_ready` and can take no more messages.
+    Unready(String),
+}
 
 /// A registered handler that has not started.
 pub(super) struct Pending {
@@ -44,6 +60,12 @@ pub(super) struct StartContext {
     pub(super) publisher_decorators: Vec<PublisherDecorator>,
     pub(super) subscriber_decorators: Vec<SubscriberDecorator>,
     pub(super) stop: CancellationToken,
+    pub(super) events: Events,
+    pub(super) restart: RestartPolicy,
+    pub(super) dead_letter: Option<(Arc<str>, Arc<dyn Publisher>)>,
+    pub(super) reject_delay: Duration,
+    /// Told when the restart policy gives up on the handler.
+    pub(super) on_failure: Arc<dyn Fn(RouterError) + Send + Sync>,
 }
 
 /// The pub/subs a running handler uses, closed with the router.
@@ -59,13 +81,21 @@ pub(super) struct Started {
 
 /// What a handler's loop needs besides its service and subscription.
 pub(crate) struct LoopContext {
-    name: Arc<str>,
-    topic: Arc<str>,
-    output: Option<(Arc<str>, Arc<dyn Publisher>)>,
-    concurrency: usize,
-    key: Option<KeyFn>,
-    stop: CancellationToken,
-    context: HandlerContext,
+    pub(crate) name: Arc<str>,
+    pub(crate) topic: Arc<str>,
+    pub(crate) output: Option<(Arc<str>, Arc<dyn Publisher>)>,
+    pub(crate) concurrency: usize,
+    pub(crate) key: Option<KeyFn>,
+    pub(crate) stop: CancellationToken,
+    pub(crate) context: HandlerContext,
+    pub(crate) events: Events,
+    /// Where messages rejected for good go: the topic and the publisher.
+    pub(crate) dead_letter: Option<(Arc<dyn Publisher>, Arc<str>)>,
+    /// How long a rejected message that could not be dead-lettered waits before it comes back.
+    pub(crate) reject_delay: Duration,
+    /// Output publishing failures in a row, for the growing nack delay.
+    pub(crate) output_failures: AtomicU32,
+    pub(crate) retry_backoff: Backoff,
 }
 
 impl Pending {
@@ -86,8 +116,14 @@ impl Pending {
         });
         let subscription = subscriber.subscribe(&self.topic).await?;
         let pubsubs = PubSubs {
-            subscriber,
+            subscriber: subscriber.clone(),
             publisher: output.as_ref().map(|(_, p)| p.clone()),
+        };
+        let dead_letter = match ctx.dead_letter {
+            Some((topic, publisher)) => Some((publisher, topic)),
+            None => subscriber
+                .dead_letter_publisher()
+                .map(|p| (p, Arc::from(super::DEFAULT_DEAD_LETTER_TOPIC))),
         };
         let context = HandlerContext {
             handler: self.name.clone(),
@@ -103,9 +139,106 @@ impl Pending {
             concurrency: self.concurrency,
             key: self.key,
             stop: ctx.stop,
+            events: ctx.events,
+            dead_letter,
+            reject_delay: ctx.reject_delay,
+            output_failures: AtomicU32::new(0),
+            retry_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
         });
-        let task = tokio::spawn((self.runner)(ctx.layers, subscription, loop_ctx));
+        let supervisor = Supervisor {
+            runner: self.runner,
+            layers: ctx.layers,
+            subscriber,
+            ctx: loop_ctx,
+            policy: ctx.restart,
+            on_failure: ctx.on_failure,
+        };
+        let task = tokio::spawn(supervisor.run(subscription));
         Ok(Started { task, pubsubs })
+    }
+}
+
+/// Runs a handler's loop, and when it dies, reports it and restarts it as the policy says.
+struct Supervisor {
+    runner: Runner,
+    layers: Vec<BoxLayer>,
+    subscriber: Arc<dyn Subscriber>,
+    ctx: Arc<LoopContext>,
+    policy: RestartPolicy,
+    on_failure: Arc<dyn Fn(RouterError) + Send + Sync>,
+}
+
+impl Supervisor {
+    async fn run(self, first: Subscription) {
+        let ctx = &self.ctx;
+        let mut subscription = Some(first);
+        let mut restarts = 0u32;
+        loop {
+            let reason = match subscription.take() {
+                Some(subscription) => {
+                    let started = tokio::time::Instant::now();
+                    let fut = (self.runner)(self.layers.clone(), subscription, ctx.clone());
+                    // A panic must not end the loop unseen: catch it, report it, restart.
+                    let end = AssertUnwindSafe(fut).catch_unwind().await;
+                    if started.elapsed() >= HEALTHY_RUN {
+                        restarts = 0;
+                    }
+                    match end {
+                        Ok(LoopEnd::Stopped) => return,
+                        _ if ctx.stop.is_cancelled() => return,
+                        Ok(LoopEnd::SubscriptionEnded) => "its subscription ended".to_owned(),
+                        Ok(LoopEnd::Unready(error)) => {
+                            format!("its service can take no more messages: {error}")
+                        }
+                        Err(panic) => format!("it panicked: {}", panic_message(&*panic)),
+                    }
+                }
+                None => match self.subscriber.subscribe(&ctx.topic).await {
+                    Ok(s) => {
+                        ctx.events.emit(RouterEvent::HandlerRestarted {
+                            handler: &ctx.name,
+                            restarts,
+                        });
+                        tracing::warn!(handler = %ctx.name, restarts, "handler restarted");
+                        subscription = Some(s);
+                        continue;
+                    }
+                    Err(error) => format!("subscribing again failed: {error}"),
+                },
+            };
+            let restart_in = self.policy.next(restarts);
+            tracing::error!(
+                handler = %ctx.name, topic = %ctx.topic, %reason, ?restart_in,
+                "handler loop died"
+            );
+            ctx.events.emit(RouterEvent::HandlerDied {
+                handler: &ctx.name,
+                reason: &reason,
+                restart_in,
+            });
+            let Some(delay) = restart_in else {
+                (self.on_failure)(RouterError::HandlerFailed {
+                    handler: ctx.name.to_string(),
+                    reason,
+                });
+                return;
+            };
+            restarts += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = ctx.stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
     }
 }
 
@@ -115,11 +248,17 @@ pub(super) async fn close_all(pubsubs: Vec<PubSubs>) -> Result<(), Error> {
     let mut subscribers: Vec<Arc<dyn Subscriber>> = Vec::new();
     for p in pubsubs {
         if let Some(publisher) = p.publisher {
-            if !publishers.iter().any(|q| same(q, &publisher)) {
+            if !publishers
+                .iter()
+                .any(|q| q.instance_id() == publisher.instance_id())
+            {
                 publishers.push(publisher);
             }
         }
-        if !subscribers.iter().any(|q| same(q, &p.subscriber)) {
+        if !subscribers
+            .iter()
+            .any(|q| q.instance_id() == p.subscriber.instance_id())
+        {
             subscribers.push(p.subscriber);
         }
     }
@@ -135,19 +274,15 @@ pub(super) async fn close_all(pubsubs: Vec<PubSubs>) -> Result<(), Error> {
     result
 }
 
-fn same<T: ?Sized>(a: &Arc<T>, b: &Arc<T>) -> bool {
-    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
-}
-
 /// How a message's handling ended.
 #[derive(Clone, Copy)]
-enum Outcome {
+pub(super) enum Outcome {
     Ack,
     Nack(Option<Duration>),
 }
 
 impl Outcome {
-    fn settle(self, acker: Acker) {
+    pub(super) fn settle(self, acker: Acker) {
         match self {
             Outcome::Ack => acker.ack(),
             Outcome::Nack(None) => acker.nack(),
@@ -155,7 +290,7 @@ impl Outcome {
         }
     }
 
-    fn settle_via(self, settler: Settler, ctx: &LoopContext, id: &str) {
+    pub(super) fn settle_via(self, settler: Settler, ctx: &LoopContext, id: &str) {
         match settler {
             Settler::Own(acker) => self.settle(acker),
             Settler::Shared(slot) => match slot.lock().take() {
@@ -175,319 +310,72 @@ impl Outcome {
 
 /// Who settles a message: the loop alone, or the loop and the middleware through the
 /// message's [`HandlerContext`].
-enum Settler {
+pub(super) enum Settler {
     Own(Acker),
     Shared(AckSlot),
 }
 
 impl LoopContext {
-    /// Puts the handler context into `message` when middleware will read it.
-    fn prepare(&self, message: &mut Message, acker: Acker, with_context: bool) -> Settler {
-        if !with_context {
-            return Settler::Own(acker);
-        }
-        let slot: AckSlot = Arc::new(parking_lot::Mutex::new(Some(acker)));
+    /// Puts the handler context into `message`; with middleware, the acker is shared with it so
+    /// a layer can ack early.
+    pub(super) fn prepare(
+        &self,
+        message: &mut Message,
+        acker: Acker,
+        with_middleware: bool,
+    ) -> Settler {
         let mut context = self.context.clone();
-        context.acker = Some(slot.clone());
+        let settler = if with_middleware {
+            let slot: AckSlot = Arc::new(parking_lot::Mutex::new(Some(acker)));
+            context.acker = Some(slot.clone());
+            Settler::Shared(slot)
+        } else {
+            Settler::Own(acker)
+        };
         message.extensions_mut().insert(context);
-        Settler::Shared(slot)
+        settler
     }
-}
 
-impl LoopContext {
-    /// Publishes a successful handling's outputs and says how to settle its input(s).
-    async fn finish(&self, id: &str, result: Result<Vec<Message>, HandlerError>) -> Outcome {
-        match result {
-            Ok(outputs) if outputs.is_empty() => Outcome::Ack,
-            Ok(outputs) => match &self.output {
-                Some((topic, publisher)) => match publisher.publish(topic, outputs).await {
-                    Ok(()) => Outcome::Ack,
-                    Err(error) => {
-                        tracing::warn!(
-                            handler = %self.name, topic = %self.topic, message_id = id,
-                            output_topic = %topic, %error,
-                            "publishing the handler's output failed; nacking the message"
-                        );
-                        Outcome::Nack(None)
-                    }
-                },
-                None => {
-                    tracing::error!(
-                        handler = %self.name, topic = %self.topic, message_id = id,
-                        "a consumer-only handler returned messages; nacking the message"
-                    );
-                    Outcome::Nack(None)
-                }
+    /// Publishes a successful handling's outputs (unless the middleware's innermost service
+    /// already did) and says how to settle its input. `original` is the input as received, to
+    /// dead-letter.
+    pub(super) async fn finish(
+        &self,
+        original: Message,
+        result: Result<Vec<Message>, HandlerError>,
+        published: bool,
+    ) -> Outcome {
+        let error = match result {
+            Ok(outputs) if outputs.is_empty() || published => return Outcome::Ack,
+            Ok(outputs) => match self.publish_outputs(outputs).await {
+                Ok(()) => return Outcome::Ack,
+                Err(error) => error,
             },
-            Err(error) => {
-                let disposition = error.disposition();
-                tracing::warn!(
-                    handler = %self.name, topic = %self.topic, message_id = id,
-                    ?disposition, %error, "handler failed"
-                );
-                match disposition {
-                    Disposition::Drop => Outcome::Ack,
-                    Disposition::RetryAfter(delay) => Outcome::Nack(Some(delay)),
-                    _ => Outcome::Nack(None),
+            Err(error) => error,
+        };
+        let disposition = error.disposition();
+        tracing::warn!(
+            handler = %self.name, topic = %self.topic, message_id = original.id(),
+            ?disposition, %error, "handler failed"
+        );
+        match disposition {
+            Disposition::Drop => Outcome::Ack,
+            Disposition::RetryAfter(delay) => Outcome::Nack(Some(delay)),
+            Disposition::Reject => {
+                if self.dead_letter(original, &error).await {
+                    Outcome::Ack
+                } else {
+                    Outcome::Nack(Some(self.reject_delay))
                 }
             }
+            _ if error.downcast_ref::<OutputPublishFailed>().is_some() => {
+                Outcome::Nack(Some(self.output_retry_delay()))
+            }
+            _ => Outcome::Nack(None),
         }
     }
 
-    fn subscription_ended(&self) {
-        if !self.stop.is_cancelled() {
-            tracing::warn!(handler = %self.name, topic = %self.topic, "the subscription ended; the handler stops");
-        }
-    }
-
-    fn subscription_error(&self, error: &Error) {
+    pub(super) fn subscription_error(&self, error: &Error) {
         tracing::warn!(handler = %self.name, topic = %self.topic, %error, "subscription error");
-    }
-}
-
-/// Runs a handler of single messages until stopped or until its subscription ends.
-pub(super) async fn messages<S: Handler>(
-    svc: S,
-    subscription: Subscription,
-    ctx: Arc<LoopContext>,
-    with_context: bool,
-) {
-    if ctx.concurrency == 1 && ctx.key.is_none() {
-        sequential(svc, subscription, ctx, with_context).await
-    } else {
-        concurrent(svc, subscription, ctx, with_context).await
-    }
-}
-
-/// One message at a time: the common case, kept free of bookkeeping.
-async fn sequential<S: Handler>(
-    mut svc: S,
-    mut subscription: Subscription,
-    ctx: Arc<LoopContext>,
-    with_context: bool,
-) {
-    loop {
-        if ctx.stop.is_cancelled() {
-            break;
-        }
-        let item = tokio::select! {
-            biased;
-            item = subscription.next() => item,
-            _ = ctx.stop.cancelled() => break,
-        };
-        let (mut message, acker) = match item {
-            Some(Ok(delivery)) => delivery.into_parts(),
-            Some(Err(error)) => {
-                ctx.subscription_error(&error);
-                continue;
-            }
-            None => {
-                ctx.subscription_ended();
-                break;
-            }
-        };
-        let settler = ctx.prepare(&mut message, acker, with_context);
-        let id = message.shared_id();
-        let result = match svc.ready().await {
-            Ok(svc) => svc.call(message).await,
-            Err(error) => {
-                stop_on_unready(&ctx, &error);
-                drop(settler);
-                break;
-            }
-        };
-        ctx.finish(&id, result).await.settle_via(settler, &ctx, &id);
-    }
-}
-
-fn stop_on_unready(ctx: &LoopContext, error: &HandlerError) {
-    tracing::error!(
-        handler = %ctx.name, %error,
-        "the handler service failed and cannot take more messages; the handler stops"
-    );
-}
-
-/// Up to `concurrency` messages at once, in order within a key.
-///
-/// One hand-written poll function drives everything (completions, readiness, new deliveries,
-/// the stop signal), so a message costs no more than a pass through it.
-async fn concurrent<S: Handler>(
-    mut svc: S,
-    mut subscription: Subscription,
-    ctx: Arc<LoopContext>,
-    with_context: bool,
-) {
-    let mut in_flight = FuturesUnordered::new();
-    // Keys with a message in flight, and the messages of that key waiting behind it.
-    let mut busy: HashMap<u64, VecDeque<(Message, Settler)>> = HashMap::new();
-    let mut waiting = 0usize;
-    // Messages whose key became free, started before anything new is taken.
-    let mut runnable: VecDeque<(Message, Settler, Option<u64>)> = VecDeque::new();
-    let max_waiting = ctx.concurrency.saturating_mul(4).max(16);
-    let mut receiving = true;
-    let mut ready = false;
-    let stop = ctx.stop.clone();
-    let stopped = stop.cancelled();
-    tokio::pin!(stopped);
-
-    futures::future::poll_fn(|cx| loop {
-        let mut progressed = false;
-        while let Poll::Ready(Some(done)) = in_flight.poll_next_unpin(cx) {
-            progressed = true;
-            let Some(key) = done else { continue };
-            match busy.get_mut(&key).and_then(VecDeque::pop_front) {
-                Some((message, acker)) => {
-                    waiting -= 1;
-                    runnable.push_back((message, acker, Some(key)));
-                }
-                None => {
-                    busy.remove(&key);
-                }
-            }
-        }
-        if receiving && stopped.as_mut().poll(cx).is_ready() {
-            receiving = false;
-        }
-        while in_flight.len() < ctx.concurrency && (receiving || !runnable.is_empty()) {
-            if !ready {
-                match svc.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => ready = true,
-                    Poll::Ready(Err(error)) => {
-                        stop_on_unready(&ctx, &error);
-                        // What waits is nacked by dropping it; in-flight work still finishes.
-                        receiving = false;
-                        runnable.clear();
-                        busy.clear();
-                        waiting = 0;
-                        break;
-                    }
-                    Poll::Pending => break,
-                }
-            }
-            if let Some((message, acker, key)) = runnable.pop_front() {
-                ready = false;
-                progressed = true;
-                in_flight.push(call(&mut svc, message, acker, key, &ctx));
-                continue;
-            }
-            if waiting >= max_waiting {
-                break;
-            }
-            let delivery = match subscription.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(delivery))) => delivery,
-                Poll::Ready(Some(Err(error))) => {
-                    ctx.subscription_error(&error);
-                    progressed = true;
-                    continue;
-                }
-                Poll::Ready(None) => {
-                    ctx.subscription_ended();
-                    receiving = false;
-                    break;
-                }
-                Poll::Pending => break,
-            };
-            progressed = true;
-            let (mut message, acker) = delivery.into_parts();
-            let acker = ctx.prepare(&mut message, acker, with_context);
-            let key = ctx.key.as_ref().and_then(|f| f(&message));
-            if let Some(key) = key {
-                if let Some(queue) = busy.get_mut(&key) {
-                    queue.push_back((message, acker));
-                    waiting += 1;
-                    continue;
-                }
-                busy.insert(key, VecDeque::new());
-            }
-            ready = false;
-            in_flight.push(call(&mut svc, message, acker, key, &ctx));
-        }
-        if !receiving && in_flight.is_empty() && runnable.is_empty() {
-            return Poll::Ready(());
-        }
-        if !progressed {
-            return Poll::Pending;
-        }
-    })
-    .await
-}
-
-fn call<S: Handler>(
-    svc: &mut S,
-    message: Message,
-    acker: Settler,
-    key: Option<u64>,
-    ctx: &Arc<LoopContext>,
-) -> impl Future<Output = Option<u64>> + Send + 'static {
-    let id = message.shared_id();
-    let fut = svc.call(message);
-    let ctx = ctx.clone();
-    async move {
-        let result = fut.await;
-        ctx.finish(&id, result).await.settle_via(acker, &ctx, &id);
-        key
-    }
-}
-
-/// Collects batches of up to `max` messages (or what arrived within `wait`) and handles each
-/// as one: all acked or all nacked.
-pub(super) async fn batches<S: BatchHandler>(
-    mut svc: S,
-    mut subscription: Subscription,
-    ctx: Arc<LoopContext>,
-    max: usize,
-    wait: Duration,
-) {
-    let mut ended = false;
-    while !ended && !ctx.stop.is_cancelled() {
-        let first = tokio::select! {
-            biased;
-            item = subscription.next() => item,
-            _ = ctx.stop.cancelled() => break,
-        };
-        let first = match first {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => {
-                ctx.subscription_error(&error);
-                continue;
-            }
-            None => break,
-        };
-        let mut messages = Vec::with_capacity(max);
-        let mut ackers = Vec::with_capacity(max);
-        let (m, a) = first.into_parts();
-        messages.push(m);
-        ackers.push(a);
-        let deadline = tokio::time::Instant::now() + wait;
-        while messages.len() < max {
-            tokio::select! {
-                biased;
-                item = subscription.next() => match item {
-                    Some(Ok(delivery)) => {
-                        let (m, a) = delivery.into_parts();
-                        messages.push(m);
-                        ackers.push(a);
-                    }
-                    Some(Err(error)) => ctx.subscription_error(&error),
-                    None => {
-                        ended = true;
-                        break;
-                    }
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
-        }
-        let id = format!("{} (+{} more)", messages[0].id(), messages.len() - 1);
-        let result = match svc.ready().await {
-            Ok(svc) => svc.call(messages).await,
-            Err(error) => {
-                stop_on_unready(&ctx, &error);
-                break;
-            }
-        };
-        let outcome = ctx.finish(&id, result).await;
-        for acker in ackers {
-            outcome.settle(acker);
-        }
     }
 }
