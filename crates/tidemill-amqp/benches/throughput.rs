@@ -44,7 +44,7 @@ fn config(confirms: bool) -> AmqpConfig {
         .topology(Topology::work_queue().durable(false))
         .confirms(confirms)
         .channel_pool_size(CONCURRENCY)
-        .prefetch(PREFETCH)
+        .max_in_flight(PREFETCH)
 }
 
 async fn raw_connection() -> Connection {

@@ -20,7 +20,7 @@ type DlqFn = Arc<dyn Fn(&str) -> String + Send + Sync>;
 /// let config = AmqpConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f")
 ///     .topology(Topology::topic_exchange("events"))
 ///     .group("booking")
-///     .prefetch(32)
+///     .max_in_flight(32)
 ///     .mandatory(true)
 ///     .nack_delay(Duration::from_millis(100))
 ///     .max_deliveries(5);
@@ -29,7 +29,7 @@ type DlqFn = Arc<dyn Fn(&str) -> String + Send + Sync>;
 ///
 /// // The same from a URL; unknown query parameters go to the client (heartbeat, ...).
 /// let config = AmqpConfig::from_url(
-///     "amqp://guest:guest@127.0.0.1:5672/%2f?group=booking&prefetch=32&topology=topic&exchange=events&heartbeat=10",
+///     "amqp://guest:guest@127.0.0.1:5672/%2f?group=booking&max_in_flight=32&topology=topic&exchange=events&heartbeat=10",
 /// )?;
 /// assert_eq!(config.group_name(), Some("booking"));
 /// # Ok::<(), tidemill::Error>(())
@@ -42,6 +42,7 @@ pub struct AmqpConfig {
     pub(crate) topology: Topology,
     pub(crate) group: Option<String>,
     pub(crate) prefetch: u16,
+    pub(crate) start_error: Option<String>,
     pub(crate) confirms: bool,
     pub(crate) mandatory: bool,
     pub(crate) channel_pool_size: usize,
@@ -104,11 +105,12 @@ impl AmqpConfig {
             topology: Topology::durable_pubsub(),
             group: None,
             prefetch: 1,
+            start_error: None,
             confirms: true,
             mandatory: false,
             channel_pool_size: 4,
             publish_timeout: Duration::from_secs(30),
-            nack_delay: Duration::from_millis(10),
+            nack_delay: tidemill::options::DEFAULT_NACK_DELAY,
             max_held_nack_delay: Duration::from_secs(1),
             max_deliveries: None,
             dead_letter_queue: Arc::new(|queue| format!("{queue}.dead")),
@@ -122,12 +124,12 @@ impl AmqpConfig {
 
     /// Options from a URL. Besides the client's own query parameters (`heartbeat`,
     /// `connection_timeout`, `channel_max`, `frame_max`, `auth_mechanism`), it reads:
-    /// `group`, `prefetch`, `confirms` (bool), `mandatory` (bool), `pool` (channel pool size),
+    /// `group`, `max_in_flight`, `confirms` (bool), `mandatory` (bool), `pool` (channel pool size),
     /// `durable` (bool), `topology` (`pubsub`, `work_queue` or `topic`) and `exchange` (the
     /// topic exchange's name, default `tidemill`).
     ///
     /// ```
-    /// let err = tidemill_amqp::AmqpConfig::from_url("amqp://u:secret@h/%2f?prefetch=lots").unwrap_err();
+    /// let err = tidemill_amqp::AmqpConfig::from_url("amqp://u:secret@h/%2f?max_in_flight=lots").unwrap_err();
     /// assert!(!err.to_string().contains("secret"));
     /// ```
     pub fn from_url(url: &str) -> Result<Self> {
@@ -157,7 +159,9 @@ impl AmqpConfig {
         for (key, value) in pairs {
             match key.as_str() {
                 "group" => config.group = Some(value),
-                "prefetch" => config.prefetch = value.parse().map_err(|_| bad(&key, &value))?,
+                "max_in_flight" => {
+                    config = config.max_in_flight(value.parse().map_err(|_| bad(&key, &value))?)
+                }
                 "confirms" => {
                     config.confirms = parse_bool(&value).ok_or_else(|| bad(&key, &value))?
                 }
@@ -226,12 +230,33 @@ impl AmqpConfig {
         self.group.as_deref()
     }
 
-    /// How many unsettled deliveries the broker hands one subscription (basic.qos). Default 1,
-    /// which keeps publish order for a single subscriber even across nacks; raise it for
-    /// throughput or to match a handler's concurrency. At least 1.
-    pub fn prefetch(mut self, prefetch: u16) -> Self {
-        self.prefetch = prefetch.max(1);
+    /// How many unsettled deliveries the broker hands one subscription (`basic.qos` prefetch).
+    /// Default 1, which keeps publish order for a single subscriber even across nacks; raise it
+    /// for throughput or to match a handler's concurrency. At least 1.
+    pub fn max_in_flight(mut self, max: u16) -> Self {
+        self.prefetch = max.max(1);
         self
+    }
+
+    /// Where a subscription starts. A RabbitMQ queue holds what was routed to it since it was
+    /// declared, so only [`StartPosition::End`] (the default) can be honoured; any other is
+    /// refused when the subscriber connects. (Declare a group's queue ahead of time with
+    /// [`SubscribeInitializer`](tidemill::SubscribeInitializer) to keep what is published
+    /// before the first subscriber.)
+    pub fn start_position(mut self, start: tidemill::StartPosition) -> Self {
+        self.start_error = match start {
+            tidemill::StartPosition::End => None,
+            other => Some(other.unsupported("RabbitMQ", &["end"]).to_string()),
+        };
+        self
+    }
+
+    /// Refuses settings that cannot take effect, before anything connects.
+    pub(crate) fn check(&self) -> Result<()> {
+        match &self.start_error {
+            Some(reason) => Err(Error::Config(reason.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Whether `publish` waits for publisher confirms: with them it returns only when the broker

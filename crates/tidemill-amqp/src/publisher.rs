@@ -276,6 +276,17 @@ impl Inner {
 
 #[async_trait]
 impl Publisher for AmqpPublisher {
+    /// Header names are AMQP short strings (255 bytes); the names RabbitMQ and this adapter
+    /// write themselves are refused rather than lost on the way; RabbitMQ's default largest
+    /// message is 128 MiB.
+    fn limits(&self) -> tidemill::Limits {
+        tidemill::Limits::new("RabbitMQ")
+            .max_name(255)
+            .reserved_names(&["x-death", "x-delivery-count"])
+            .reserved_prefixes(&["x-first-death-", "x-last-death-", "x-tidemill-"])
+            .max_payload(128 * 1024 * 1024)
+    }
+
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
@@ -283,6 +294,7 @@ impl Publisher for AmqpPublisher {
         }
         let topology = &inner.config.topology;
         topology.validate_publish(topic)?;
+        self.limits().check_all(topic, &messages)?;
         if messages.is_empty() {
             return Ok(());
         }
@@ -360,5 +372,39 @@ impl Publisher for AmqpPublisher {
             }
         }
         Ok(())
+    }
+}
+
+/// A publisher that connects on its first publish: a subscriber's dead-letter publisher, made
+/// where nothing can be awaited.
+pub(crate) struct LazyPublisher {
+    config: AmqpConfig,
+    publisher: tokio::sync::OnceCell<AmqpPublisher>,
+}
+
+impl LazyPublisher {
+    pub(crate) fn new(config: AmqpConfig) -> Self {
+        Self {
+            config,
+            publisher: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Publisher for LazyPublisher {
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        let publisher = self
+            .publisher
+            .get_or_try_init(|| AmqpPublisher::connect(self.config.clone()))
+            .await?;
+        publisher.publish(topic, messages).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        match self.publisher.get() {
+            Some(publisher) => publisher.close().await,
+            None => Ok(()),
+        }
     }
 }

@@ -92,6 +92,7 @@ struct Plan {
 impl AmqpSubscriber {
     /// Connects to the broker.
     pub async fn connect(config: AmqpConfig) -> Result<Self> {
+        config.check()?;
         let inner = Arc::new(Inner {
             config,
             conn: tokio::sync::Mutex::new(None),
@@ -604,6 +605,22 @@ impl Drop for SubscriptionStream {
 
 #[async_trait]
 impl Subscriber for AmqpSubscriber {
+    fn max_in_flight(&self) -> Option<usize> {
+        Some(usize::from(self.inner.config.prefetch))
+    }
+
+    fn group(&self) -> Option<&str> {
+        self.inner.config.group_name()
+    }
+
+    /// Dead letters are published, with this subscriber's options and topology, to the
+    /// dead-letter topic through a publisher that connects on first use.
+    fn dead_letter_publisher(&self) -> Option<Arc<dyn tidemill::Publisher>> {
+        Some(Arc::new(crate::publisher::LazyPublisher::new(
+            self.inner.config.clone(),
+        )))
+    }
+
     async fn subscribe(&self, topic: &str) -> Result<Subscription> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {

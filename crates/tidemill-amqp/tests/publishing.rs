@@ -75,7 +75,7 @@ async fn mandatory_turns_no_queue_bound_into_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishers_share_the_channel_pool() {
     let topic = common::fresh("pool");
-    let subscriber = AmqpSubscriber::connect(config().group("g").prefetch(200))
+    let subscriber = AmqpSubscriber::connect(config().group("g").max_in_flight(200))
         .await
         .unwrap();
     let mut sub = subscriber.subscribe(&topic).await.unwrap();

@@ -25,7 +25,7 @@ fn numbered(n: usize) -> Vec<Message> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefetch_bounds_unsettled_deliveries() {
     let topic = common::fresh("prefetch");
-    let subscriber = AmqpSubscriber::connect(config().group("g").prefetch(3))
+    let subscriber = AmqpSubscriber::connect(config().group("g").max_in_flight(3))
         .await
         .unwrap();
     let mut sub = subscriber.subscribe(&topic).await.unwrap();

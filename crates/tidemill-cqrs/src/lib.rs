@@ -27,7 +27,7 @@
 //!     let (pubsub, group) = (pubsub.clone(), group.to_owned());
 //!     Ok(LazySubscriber::new(move || {
 //!         let (pubsub, group) = (pubsub.clone(), group.clone());
-//!         // e.g. RedisSubscriber::connect(config.clone().consumer_group(group))
+//!         // e.g. RedisSubscriber::connect(config.clone().group(group))
 //!         async move { Ok(pubsub.with_group(group)) }
 //!     }))
 //! });

@@ -45,7 +45,7 @@ fn redis_groups(
     let config = config.clone();
     let prefix = prefix.to_owned();
     move |group: &str| {
-        let config = config.clone().consumer_group(format!("{prefix}.{group}"));
+        let config = config.clone().group(format!("{prefix}.{group}"));
         Ok(LazySubscriber::new(move || {
             RedisSubscriber::connect(config.clone())
         }))
@@ -205,7 +205,7 @@ async fn redis_request_reply() {
         })
         .unwrap();
     let run = start(&router).await;
-    let replies = RedisSubscriber::connect(config.clone().no_consumer_group())
+    let replies = RedisSubscriber::connect(config.clone().no_group())
         .await
         .unwrap();
     let requests = RequestReply::new(

@@ -133,7 +133,7 @@ async fn raw_consume(topic: &str, n: usize) -> Duration {
 async fn tidemill_consume(topic: &str, n: usize) -> Duration {
     let subscriber = KafkaSubscriber::new(
         KafkaConfig::new(BROKERS)
-            .consumer_group(uuid::Uuid::new_v4().to_string())
+            .group(uuid::Uuid::new_v4().to_string())
             .set("fetch.wait.max.ms", FETCH_WAIT_MS),
     )
     .unwrap();

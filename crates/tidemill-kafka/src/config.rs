@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use tidemill::{Error, Message};
+use tidemill::{Error, Message, StartPosition};
 
 /// A function giving a message's partition key.
 pub type KeyFn = Arc<dyn Fn(&Message) -> Option<Vec<u8>> + Send + Sync>;
@@ -48,16 +48,14 @@ impl fmt::Debug for Partitioning {
     }
 }
 
-/// Where a subscriber without a consumer group starts reading.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum StartFrom {
-    /// The start of the log: a replay of everything kept. The default.
-    #[default]
+/// Where a subscription starts, in Kafka's terms (from [`StartPosition`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StartFrom {
+    /// The start of the log.
     Beginning,
-    /// The end of the log: only what is published from now on.
+    /// The end of the log.
     End,
-    /// The first message at or after this time, in milliseconds since the Unix epoch (needs a
-    /// broker that answers offset-for-time requests).
+    /// The first message at or after this time, in milliseconds since the Unix epoch.
     Timestamp(i64),
 }
 
@@ -69,7 +67,7 @@ pub enum StartFrom {
 /// use tidemill_kafka::{KafkaConfig, Partitioning};
 ///
 /// let config = KafkaConfig::new("127.0.0.1:9092")
-///     .consumer_group("billing")
+///     .group("billing")
 ///     .partitioning(Partitioning::MetadataKey("customer_id".into()))
 ///     .partitions(4)
 ///     .nack_delay(Duration::from_millis(200))
@@ -81,13 +79,16 @@ pub enum StartFrom {
 pub struct KafkaConfig {
     pub(crate) brokers: String,
     pub(crate) group: Option<String>,
-    pub(crate) start_from: StartFrom,
+    /// Where a subscriber without a group starts, and a new group's `auto.offset.reset`.
+    pub(crate) start_from: Option<StartFrom>,
+    pub(crate) start_error: Option<String>,
     pub(crate) partitioning: Partitioning,
     pub(crate) partitions: i32,
     pub(crate) replication: i32,
     pub(crate) create_topics: bool,
     pub(crate) nack_delay: Duration,
     pub(crate) buffer: usize,
+    pub(crate) close_timeout: Duration,
     pub(crate) commit_interval: Duration,
     pub(crate) delivery_timeout: Duration,
     pub(crate) properties: BTreeMap<String, String>,
@@ -112,27 +113,89 @@ impl KafkaConfig {
     /// Brokers given as librdkafka's `bootstrap.servers` (`host:port,host:port`) or as a URL
     /// `kafka://host:port,host:port`.
     ///
-    /// Defaults: no consumer group (read the whole log from the beginning), no partition key,
-    /// topics created with 1 partition and replication 1, nack delay 100 ms, 256 messages
-    /// buffered per subscription, offsets committed every 100 ms, a publish fails after 30 s
-    /// without a delivery report.
+    /// Defaults: no consumer group; a subscriber without a group starts at the end of the log
+    /// and a new group at the beginning; no partition key; topics created with 1 partition and
+    /// replication 1; nack delay 100 ms; 256 deliveries in flight per subscription; offsets
+    /// committed every 100 ms; a publish fails after 30 s without a delivery report; close
+    /// waits 10 s for the last commits.
     pub fn new(brokers: impl AsRef<str>) -> Self {
         let brokers = brokers.as_ref();
         let brokers = brokers.strip_prefix("kafka://").unwrap_or(brokers);
         Self {
             brokers: brokers.trim_end_matches('/').to_owned(),
             group: None,
-            start_from: StartFrom::Beginning,
+            start_from: None,
+            start_error: None,
             partitioning: Partitioning::None,
             partitions: 1,
             replication: 1,
             create_topics: true,
-            nack_delay: Duration::from_millis(100),
+            nack_delay: tidemill::options::DEFAULT_NACK_DELAY,
             buffer: 256,
+            close_timeout: tidemill::options::DEFAULT_CLOSE_TIMEOUT,
             commit_interval: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(30),
             properties: BTreeMap::new(),
         }
+    }
+
+    /// Options from a URL: `kafka://host:port[,host:port...][?option=value&...]`, with the
+    /// options `group`, `start_position` (`beginning`, `end` or an RFC 3339 time),
+    /// `max_in_flight`, `nack_delay` and `close_timeout` (in milliseconds), and `partitions`.
+    /// Any other option is refused, listing these.
+    ///
+    /// ```
+    /// use tidemill_kafka::KafkaConfig;
+    /// let config = KafkaConfig::from_url("kafka://127.0.0.1:9092,127.0.0.1:9093?group=billing&max_in_flight=64")?;
+    /// assert_eq!(config.brokers(), "127.0.0.1:9092,127.0.0.1:9093");
+    /// assert!(KafkaConfig::from_url("kafka://h:9092?colour=red").is_err());
+    /// assert!(KafkaConfig::from_url("redis://h:9092").is_err());
+    /// # Ok::<(), tidemill::Error>(())
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let Some(rest) = url.strip_prefix("kafka://") else {
+            return Err(Error::Config(format!(
+                "{} is not a Kafka URL: it must start with kafka://",
+                tidemill::redact_url(url)
+            )));
+        };
+        let (brokers, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if brokers.is_empty() {
+            return Err(Error::Config(
+                "a Kafka URL needs at least one host:port".into(),
+            ));
+        }
+        let mut config = Self::new(brokers);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad =
+                |what: &str| Error::Config(format!("Kafka URL option {key}={value:?}: {what}"));
+            let millis = || {
+                value
+                    .parse::<u64>()
+                    .map(Duration::from_millis)
+                    .map_err(|_| bad("expected milliseconds"))
+            };
+            config = match key {
+                "group" => config.group(value),
+                "start_position" => config.start_position(value.parse()?),
+                "max_in_flight" => {
+                    config.max_in_flight(value.parse().map_err(|_| bad("expected a number"))?)
+                }
+                "nack_delay" => config.nack_delay(millis()?),
+                "close_timeout" => config.close_timeout(millis()?),
+                "partitions" => {
+                    config.partitions(value.parse().map_err(|_| bad("expected a number"))?)
+                }
+                _ => {
+                    return Err(Error::Config(format!(
+                        "unknown Kafka URL option {key:?}; known: group, start_position, \
+                         max_in_flight, nack_delay, close_timeout, partitions"
+                    )))
+                }
+            };
+        }
+        Ok(config)
     }
 
     /// The brokers.
@@ -142,15 +205,57 @@ impl KafkaConfig {
 
     /// Subscribers join this consumer group (Kafka's `group.id`): members share the partitions,
     /// and offsets are committed for the group.
-    pub fn consumer_group(mut self, group: impl Into<String>) -> Self {
+    pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
         self
     }
 
-    /// Where a subscriber without a group starts. Default [`StartFrom::Beginning`].
-    pub fn start_from(mut self, start: StartFrom) -> Self {
-        self.start_from = start;
+    /// Where a subscriber without a group starts, and where a new group starts
+    /// (`auto.offset.reset`; a group with committed offsets resumes from them). Default: the end
+    /// without a group, the beginning for a new group. [`StartPosition::Time`] needs a broker that
+    /// answers offset-for-time requests and is for subscribers without a group;
+    /// [`StartPosition::Offset`] is refused (offsets are per partition) when the subscriber is
+    /// made.
+    ///
+    /// ```
+    /// use tidemill::StartPosition;
+    /// let config = tidemill_kafka::KafkaConfig::new("127.0.0.1:9092").start_position(StartPosition::Beginning);
+    /// # drop(config);
+    /// ```
+    pub fn start_position(mut self, start: StartPosition) -> Self {
+        self.start_error = None;
+        self.start_from = match start {
+            StartPosition::Beginning => Some(StartFrom::Beginning),
+            StartPosition::End => Some(StartFrom::End),
+            StartPosition::Time(t) => {
+                let ms = t
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                Some(StartFrom::Timestamp(ms))
+            }
+            other => {
+                self.start_error = Some(
+                    other
+                        .unsupported("Kafka", &["beginning", "end", "time"])
+                        .to_string(),
+                );
+                None
+            }
+        };
         self
+    }
+
+    /// Where a subscriber without a group starts.
+    pub(crate) fn start_without_group(&self) -> StartFrom {
+        self.start_from.unwrap_or(StartFrom::End)
+    }
+
+    /// Refuses settings that cannot take effect, before anything connects.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        match &self.start_error {
+            Some(reason) => Err(Error::Config(reason.clone())),
+            None => Ok(()),
+        }
     }
 
     /// How a published message's key is chosen. Default [`Partitioning::None`].
@@ -184,9 +289,17 @@ impl KafkaConfig {
         self
     }
 
-    /// How many fetched messages a subscription buffers ahead of its consumer. Default 256.
-    pub fn buffer(mut self, n: usize) -> Self {
+    /// How many fetched messages a subscription holds ahead of its consumer. Kafka settles by
+    /// committing offsets in order per partition, so deliveries already handed over do not count
+    /// against it: any handler concurrency is fed. Default 256; at least 1.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
         self.buffer = n.max(1);
+        self
+    }
+
+    /// How long `close` waits for the last acknowledged offsets to be committed. Default 10 s.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
         self
     }
 

@@ -13,7 +13,7 @@
 //!     .publish("searches", vec![Message::new("[...]").with_metadata("query", "rust")])
 //!     .await?;
 //!
-//! let subscriber = KafkaSubscriber::new(config.consumer_group("search-stats"))?;
+//! let subscriber = KafkaSubscriber::new(config.group("search-stats"))?;
 //! let mut searches = subscriber.subscribe("searches").await?;
 //! let delivery = searches.next().await.unwrap()?;
 //! assert_eq!(delivery.message().metadata().get("query"), Some("rust"));
@@ -100,6 +100,6 @@ mod publisher;
 mod subscriber;
 
 pub use codec::ID_HEADER;
-pub use config::{validate_topic, KafkaConfig, KeyFn, Partitioning, StartFrom};
+pub use config::{validate_topic, KafkaConfig, KeyFn, Partitioning};
 pub use publisher::KafkaPublisher;
 pub use subscriber::KafkaSubscriber;

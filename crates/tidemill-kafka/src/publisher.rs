@@ -77,8 +77,17 @@ impl KafkaPublisher {
 
 #[async_trait]
 impl Publisher for KafkaPublisher {
+    /// Headers carry any UTF-8 name; the id header is the adapter's own. Kafka's default
+    /// `message.max.bytes` is about 1 MB; the payload limit leaves room for headers and framing.
+    fn limits(&self) -> tidemill::Limits {
+        tidemill::Limits::new("Kafka")
+            .reserved_names(&[crate::codec::ID_HEADER])
+            .max_payload(1_000_000)
+            .topic_rule(validate_topic)
+    }
+
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        validate_topic(topic)?;
+        self.limits().check_all(topic, &messages)?;
         let inner = &self.inner;
         inner.topics.ensure(topic).await?;
         let mut reports = Vec::with_capacity(messages.len());

@@ -43,7 +43,7 @@ use crate::offsets::Offsets;
 /// use tidemill_kafka::{KafkaConfig, KafkaSubscriber};
 ///
 /// # async fn example() -> tidemill::Result<()> {
-/// let subscriber = KafkaSubscriber::new(KafkaConfig::new("127.0.0.1:9092").consumer_group("search-stats"))?;
+/// let subscriber = KafkaSubscriber::new(KafkaConfig::new("127.0.0.1:9092").group("search-stats"))?;
 /// let mut searches = subscriber.subscribe("searches").await?;
 /// while let Some(delivery) = searches.next().await {
 ///     let delivery = delivery?;
@@ -75,6 +75,7 @@ impl std::fmt::Debug for KafkaSubscriber {
 impl KafkaSubscriber {
     /// A subscriber with the given configuration.
     pub fn new(config: KafkaConfig) -> Result<Self> {
+        config.check()?;
         let topics = Topics::new(&config)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -232,7 +233,13 @@ impl Subscriber for KafkaSubscriber {
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
+            .set(
+                "auto.offset.reset",
+                match config.start_from {
+                    Some(crate::config::StartFrom::End) => "latest",
+                    _ => "earliest",
+                },
+            )
             // Notice partitions of topics created after subscribing within seconds, not minutes.
             .set("topic.metadata.refresh.interval.ms", "2000");
         for (k, v) in &config.properties {
@@ -249,7 +256,7 @@ impl Subscriber for KafkaSubscriber {
                 .subscribe(&[topic])
                 .map_err(|e| Error::subscribe(topic, e))?;
         } else {
-            assign_all(&consumer, topic, config.start_from).await?;
+            assign_all(&consumer, topic, config.start_without_group()).await?;
         }
         let (tx, rx) = mpsc::channel(config.buffer);
         let cancel = inner.closing.child_token();
@@ -274,10 +281,21 @@ impl Subscriber for KafkaSubscriber {
     async fn close(&self) -> Result<()> {
         self.inner.closing.cancel();
         let readers: Vec<_> = std::mem::take(&mut *self.inner.readers.lock());
-        for reader in readers {
-            let _ = reader.await;
-        }
-        Ok(())
+        let timeout = self.inner.config.close_timeout;
+        let joined = tokio::time::timeout(timeout, async {
+            for reader in readers {
+                let _ = reader.await;
+            }
+        })
+        .await;
+        joined.map_err(|_| Error::Timeout {
+            operation: "closing the Kafka subscriber",
+            timeout,
+        })
+    }
+
+    fn group(&self) -> Option<&str> {
+        self.inner.config.group.as_deref()
     }
 }
 

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use parking_lot::Mutex;
+use tidemill::StartPosition;
 use tidemill::{HandlerResult, Message, Publisher, Router, Subscriber};
-use tidemill_kafka::{KafkaConfig, KafkaPublisher, KafkaSubscriber, Partitioning, StartFrom};
+use tidemill_kafka::{KafkaConfig, KafkaPublisher, KafkaSubscriber, Partitioning};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -54,7 +55,7 @@ async fn offsets_are_committed_only_up_to_the_lowest_unacked_message() {
     publish_numbered(&publisher, &topic, 10).await;
 
     let group = common::topic("group");
-    let subscriber = KafkaSubscriber::new(config.clone().consumer_group(&group)).unwrap();
+    let subscriber = KafkaSubscriber::new(config.clone().group(&group)).unwrap();
     let mut sub = subscriber.subscribe(&topic).await.unwrap();
     let mut held = None;
     for i in 0..10 {
@@ -83,7 +84,7 @@ async fn offsets_are_committed_only_up_to_the_lowest_unacked_message() {
         "committed up to the unacked message"
     );
 
-    let again = KafkaSubscriber::new(config.consumer_group(&group)).unwrap();
+    let again = KafkaSubscriber::new(config.group(&group)).unwrap();
     let mut sub = again.subscribe(&topic).await.unwrap();
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -105,7 +106,7 @@ async fn a_nacked_message_comes_back() {
     let config = config().nack_delay(Duration::from_millis(50));
     let publisher = KafkaPublisher::new(config.clone()).unwrap();
     publish_numbered(&publisher, &topic, 3).await;
-    let subscriber = KafkaSubscriber::new(config.consumer_group(common::topic("g"))).unwrap();
+    let subscriber = KafkaSubscriber::new(config.group(common::topic("g"))).unwrap();
     let mut sub = subscriber.subscribe(&topic).await.unwrap();
     let mut seen = Vec::new();
     let mut nacked = false;
@@ -140,7 +141,7 @@ async fn each_key_stays_in_order_while_keys_run_concurrently() {
         .collect();
     publisher.publish(&topic, msgs).await.unwrap();
 
-    let subscriber = KafkaSubscriber::new(config.consumer_group(common::topic("g"))).unwrap();
+    let subscriber = KafkaSubscriber::new(config.group(common::topic("g"))).unwrap();
     let seen: Arc<Mutex<HashMap<String, Vec<usize>>>> = Arc::default();
     let s = seen.clone();
     let router = Router::new();
@@ -193,7 +194,8 @@ async fn without_a_group_the_log_is_replayed_from_the_start_or_read_from_the_end
 
     for _ in 0..2 {
         // Every reader without a group gets the whole log, again and again.
-        let replay = KafkaSubscriber::new(config.clone().start_from(StartFrom::Beginning)).unwrap();
+        let replay =
+            KafkaSubscriber::new(config.clone().start_position(StartPosition::Beginning)).unwrap();
         let mut sub = replay.subscribe(&topic).await.unwrap();
         for i in 0..5 {
             let d = timeout(WAIT, sub.next()).await.unwrap().unwrap().unwrap();
@@ -207,7 +209,7 @@ async fn without_a_group_the_log_is_replayed_from_the_start_or_read_from_the_end
         replay.close().await.unwrap();
     }
 
-    let tail = KafkaSubscriber::new(config.clone().start_from(StartFrom::End)).unwrap();
+    let tail = KafkaSubscriber::new(config.clone().start_position(StartPosition::End)).unwrap();
     let mut sub = tail.subscribe(&topic).await.unwrap();
     // The end is resolved when the partition is first fetched: let that happen.
     assert!(

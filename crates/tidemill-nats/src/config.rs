@@ -4,17 +4,20 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tidemill::{Error, Result};
+use tidemill::{Error, Result, StartPosition};
 
-/// Where messages published before a subscriber's consumer existed are taken from.
+/// Where messages published before a subscriber's consumer existed are taken from, in
+/// JetStream's terms (from [`StartPosition`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeliverFrom {
+pub(crate) enum DeliverFrom {
     /// Every message the stream still holds (JetStream `DeliverPolicy::All`).
     All,
     /// Only messages published after the consumer was created (`DeliverPolicy::New`).
     New,
     /// Messages published at or after the given time (`DeliverPolicy::ByStartTime`).
     Time(time::OffsetDateTime),
+    /// Messages from this stream sequence on (`DeliverPolicy::ByStartSequence`).
+    Sequence(u64),
 }
 
 /// How long JetStream keeps a stream's messages (the stream's retention policy).
@@ -180,7 +183,7 @@ impl NatsConfig {
             group: None,
             deliver_from: None,
             ack_wait: Duration::from_secs(30),
-            nack_delay: Duration::from_millis(100),
+            nack_delay: tidemill::options::DEFAULT_NACK_DELAY,
             max_deliveries: None,
             dead_letter_subject: None,
             max_ack_pending: 1024,
@@ -188,7 +191,7 @@ impl NatsConfig {
             progress_keepalive: true,
             double_ack: false,
             inactive_threshold: Duration::from_secs(60),
-            close_timeout: Duration::from_secs(10),
+            close_timeout: tidemill::options::DEFAULT_CLOSE_TIMEOUT,
         }
     }
 
@@ -257,18 +260,14 @@ impl NatsConfig {
             let flag = |v: &str| matches!(v, "true" | "1" | "yes");
             match key {
                 "group" => config.group = Some(value),
-                "deliver" => {
-                    config.deliver_from = Some(match value.as_str() {
-                        "all" => DeliverFrom::All,
-                        "new" => DeliverFrom::New,
-                        _ => return Err(bad("deliver must be all or new")),
-                    })
+                "start_position" | "deliver" => {
+                    config = config.start_position(value.parse::<StartPosition>()?)
                 }
                 "ack_wait_ms" => config.ack_wait = Duration::from_millis(num(&value)?),
                 "nack_delay_ms" => config.nack_delay = Duration::from_millis(num(&value)?),
                 "max_deliveries" => config.max_deliveries = Some(num(&value)? as u32),
                 "dead_letter" => config.dead_letter_subject = Some(value),
-                "max_ack_pending" => config.max_ack_pending = num(&value)? as usize,
+                "max_in_flight" => config.max_ack_pending = (num(&value)? as usize).max(1),
                 "batch" => config.batch_size = (num(&value)? as usize).max(1),
                 "double_ack" => config.double_ack = flag(&value),
                 "storage" => {
@@ -461,10 +460,26 @@ impl NatsConfig {
         self.group.as_deref()
     }
 
-    /// Where a newly created consumer starts: a new group, or a subscriber without group.
-    /// Default [`DeliverFrom::All`]: everything the stream holds.
-    pub fn deliver_from(mut self, from: DeliverFrom) -> Self {
-        self.deliver_from = Some(from);
+    /// Where a newly created consumer starts: a new group's durable consumer, or a subscriber
+    /// without a group. Default: a new group at the beginning (everything the stream holds,
+    /// `DeliverPolicy::All`), a subscriber without a group at the end (`DeliverPolicy::New`).
+    /// [`StartPosition::Time`] is `ByStartTime`, [`StartPosition::Offset`] a stream sequence
+    /// (`ByStartSequence`).
+    ///
+    /// ```
+    /// use tidemill::StartPosition;
+    /// let replay = tidemill_nats::NatsConfig::default().start_position(StartPosition::Beginning);
+    /// # drop(replay);
+    /// ```
+    pub fn start_position(mut self, start: StartPosition) -> Self {
+        self.deliver_from = Some(match start {
+            StartPosition::Beginning => DeliverFrom::All,
+            StartPosition::End => DeliverFrom::New,
+            StartPosition::Time(t) => DeliverFrom::Time(time::OffsetDateTime::from(t)),
+            StartPosition::Offset(seq) => DeliverFrom::Sequence(seq.max(1)),
+            // The variants to come are refused where they are used.
+            _ => DeliverFrom::New,
+        });
         self
     }
 
@@ -494,9 +509,9 @@ impl NatsConfig {
         self
     }
 
-    /// How many unsettled deliveries a consumer (all members of a group together) may hold.
-    /// Default 1024.
-    pub fn max_ack_pending(mut self, max: usize) -> Self {
+    /// How many unsettled deliveries a consumer (all members of a group together) may hold
+    /// (the consumer's `max_ack_pending`). Default 1024.
+    pub fn max_in_flight(mut self, max: usize) -> Self {
         self.max_ack_pending = max.max(1);
         self
     }
@@ -541,7 +556,11 @@ impl NatsConfig {
     }
 
     pub(crate) fn effective_deliver_from(&self) -> DeliverFrom {
-        self.deliver_from.unwrap_or(DeliverFrom::All)
+        match (self.deliver_from, &self.group) {
+            (Some(from), _) => from,
+            (None, Some(_)) => DeliverFrom::All,
+            (None, None) => DeliverFrom::New,
+        }
     }
 }
 
@@ -584,6 +603,7 @@ mod tests {
     #[test]
     fn deliver_default() {
         let c = NatsConfig::default();
-        assert_eq!(c.effective_deliver_from(), DeliverFrom::All);
+        assert_eq!(c.effective_deliver_from(), DeliverFrom::New);
+        assert_eq!(c.group("g").effective_deliver_from(), DeliverFrom::All);
     }
 }

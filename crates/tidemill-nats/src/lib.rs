@@ -39,7 +39,7 @@
 //! | delivery | at-least-once: a message is acknowledged to the server only when its delivery is acked; a nack, a dropped delivery or an expired ack wait brings it back |
 //! | publish | returns `Ok` once the server acknowledged storing every message; retried with the same `Nats-Msg-Id` while the server is away, so within the duplicate window a retry never stores a message twice |
 //! | persistence | file-backed streams by default: messages survive subscribers being away and server restarts |
-//! | ordering | by default publish order within a topic while nothing is nacked or redelivered (a nack or an ack-wait expiry lets later messages pass); with [`NatsConfig::max_ack_pending`]`(1)` strict publish order across nacks, for all members of a group together, at the cost of one round trip per message |
+//! | ordering | by default publish order within a topic while nothing is nacked or redelivered (a nack or an ack-wait expiry lets later messages pass); with [`NatsConfig::max_in_flight`]`(1)` strict publish order across nacks, for all members of a group together, at the cost of one round trip per message |
 //! | exactly-once | not claimed: the server drops republished duplicates, and with [`NatsConfig::double_ack`] every ack is confirmed by the server (the suite's exactly-once scenario and a clean server restart pass), but server 2.9 loses confirmed acks when it is killed (SIGKILL), so a message may come twice; pair with [`KvDeduplicationStore`] for effectively-once handling |
 //! | nack delay | 100 ms by default, or as given per nack (`-NAK {"delay"}`) |
 //! | delays | no delayed publishing (JetStream has no scheduled delivery before server 2.12) |
@@ -56,11 +56,11 @@
 //! | metadata | NATS headers, one per entry (keys starting with `Nats-` are refused) |
 //! | group | durable pull consumer named after the group, filter subject = topic; members pull from it and share the messages |
 //! | no group | ephemeral pull consumer per subscription (fan-out), removed on close or after [`NatsConfig::inactive_threshold`] |
-//! | [`DeliverFrom`] | `deliver_policy` `all` / `new` / `by_start_time` |
+//! | [`NatsConfig::start_position`] | `deliver_policy` `all` (Beginning) / `new` (End) / `by_start_time` (Time) / `by_start_sequence` (Offset) |
 //! | ack / nack | `+ACK` / `-NAK {"delay": …}`; with [`NatsConfig::double_ack`] each is confirmed by the server and resent until it is |
 //! | long handlers | `+WPI` (in progress) every third of [`NatsConfig::ack_wait`] while a delivery is unsettled |
 //! | [`NatsConfig::max_deliveries`] | with [`NatsConfig::dead_letter_subject`]: after the last delivery is nacked (or its ack wait runs out) the message is published to that subject with headers `Tidemill-Dead-Letter-Reason`, `-Topic`, `-Sequence`, then terminated (`+TERM`); without: the consumer's `max_deliver` |
-//! | [`NatsConfig::max_ack_pending`] / [`NatsConfig::batch_size`] | consumer `max_ack_pending` / messages per pull request |
+//! | [`NatsConfig::max_in_flight`] / [`NatsConfig::batch_size`] | consumer `max_ack_pending` / messages per pull request |
 //!
 //! # Server version
 //!
@@ -81,7 +81,7 @@ pub mod publisher;
 pub mod subscriber;
 pub mod topology;
 
-pub use config::{DeliverFrom, NatsConfig, Retention, Storage, StreamProvisioning};
+pub use config::{NatsConfig, Retention, Storage, StreamProvisioning};
 pub use connection::connect;
 pub use core_nats::{CoreNatsPublisher, CoreNatsSubscriber};
 pub use dedup::KvDeduplicationStore;

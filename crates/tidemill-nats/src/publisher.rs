@@ -246,7 +246,8 @@ impl Publisher for NatsPublisher {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed("publisher"));
         }
-        validate_subject(topic)?;
+        // The shared validator refuses what a NATS header cannot carry before anything is sent.
+        self.limits().check_all(topic, &messages)?;
         if messages.is_empty() {
             return Ok(());
         }
@@ -277,6 +278,10 @@ impl Publisher for NatsPublisher {
         self.inner.publish_all(topic, &encoded).await
     }
 
+    fn limits(&self) -> tidemill::Limits {
+        limits(self.inner.client.max_payload())
+    }
+
     async fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -292,4 +297,14 @@ impl Publisher for NatsPublisher {
         }
         Ok(())
     }
+}
+
+/// What NATS carries: header-safe metadata names and values (not `Nats-*`, which the server
+/// uses), subjects as [`validate_subject`] says, and payloads up to the server's `max_payload`.
+pub(crate) fn limits(max_payload: usize) -> tidemill::Limits {
+    tidemill::Limits::new("NATS")
+        .metadata_rule(tidemill::limits::MetadataRule::HeaderToken)
+        .reserved_prefixes(&["nats-"])
+        .max_payload(max_payload)
+        .topic_rule(validate_subject)
 }

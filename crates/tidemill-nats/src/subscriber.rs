@@ -815,6 +815,23 @@ impl DeadLetter {
 
 #[async_trait]
 impl Subscriber for NatsSubscriber {
+    fn max_in_flight(&self) -> Option<usize> {
+        Some(self.inner.config.max_ack_pending)
+    }
+
+    fn group(&self) -> Option<&str> {
+        self.inner.config.group_name()
+    }
+
+    /// Dead letters go to the dead-letter subject on this connection (its stream made as any
+    /// topic's).
+    fn dead_letter_publisher(&self) -> Option<Arc<dyn tidemill::Publisher>> {
+        Some(Arc::new(crate::NatsPublisher::from_client(
+            self.inner.client.clone(),
+            (*self.inner.config).clone(),
+        )))
+    }
+
     async fn subscribe(&self, topic: &str) -> Result<Subscription> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed("subscriber"));

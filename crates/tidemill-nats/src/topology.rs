@@ -213,6 +213,9 @@ pub(crate) fn consumer_config(
         DeliverFrom::All => consumer::DeliverPolicy::All,
         DeliverFrom::New => consumer::DeliverPolicy::New,
         DeliverFrom::Time(start_time) => consumer::DeliverPolicy::ByStartTime { start_time },
+        DeliverFrom::Sequence(start_sequence) => {
+            consumer::DeliverPolicy::ByStartSequence { start_sequence }
+        }
     };
     // With a dead-letter subject the adapter counts deliveries itself, so that the last one can
     // be moved before the server gives up on it; without one the server enforces the limit.

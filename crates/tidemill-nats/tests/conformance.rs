@@ -4,7 +4,7 @@
 //! on its own (`cargo nextest run -p tidemill-nats -E 'test(broker_restart)'`).
 //!
 //! Two configurations run the suite: the default one (`at_least_once`), and `ordered`, whose
-//! consumers allow one unacknowledged message at a time (`max_ack_pending(1)`), which is what
+//! consumers allow one unacknowledged message at a time (`max_in_flight(1)`), which is what
 //! JetStream needs to keep publish order across nacks.
 
 mod common;
@@ -51,9 +51,10 @@ impl TestTarget for Target {
 
     async fn connect(&self) -> Result<Arc<dyn Broker>> {
         common::ensure_server().await;
-        let config = common::config();
+        // The suite's subscribers without a group read what was published before them.
+        let config = common::config().start_position(tidemill::StartPosition::Beginning);
         let config = if self.ordered {
-            config.max_ack_pending(1)
+            config.max_in_flight(1)
         } else {
             config
         };

@@ -6,8 +6,9 @@ mod common;
 use std::time::Duration;
 
 use futures::StreamExt;
+use tidemill::StartPosition;
 use tidemill::{Delivery, Message, Publisher, Subscriber, Subscription};
-use tidemill_nats::{topology::encode_name, DeliverFrom, NatsPublisher, NatsSubscriber};
+use tidemill_nats::{topology::encode_name, NatsPublisher, NatsSubscriber};
 
 async fn next(subscription: &mut Subscription) -> Delivery {
     tokio::time::timeout(Duration::from_secs(5), subscription.next())
@@ -126,7 +127,7 @@ async fn delivery_starts_at_the_beginning_now_or_a_time() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let since = time::OffsetDateTime::now_utc();
+    let since = std::time::SystemTime::now();
     tokio::time::sleep(Duration::from_millis(50)).await;
     publisher
         .publish(&topic, vec![Message::with_id("middle", "")])
@@ -136,12 +137,13 @@ async fn delivery_starts_at_the_beginning_now_or_a_time() {
     let all = NatsSubscriber::connect(common::config().group(common::group()))
         .await
         .unwrap();
-    let new = NatsSubscriber::connect(common::config().deliver_from(DeliverFrom::New))
+    let new = NatsSubscriber::connect(common::config().start_position(StartPosition::End))
         .await
         .unwrap();
-    let timed = NatsSubscriber::connect(common::config().deliver_from(DeliverFrom::Time(since)))
-        .await
-        .unwrap();
+    let timed =
+        NatsSubscriber::connect(common::config().start_position(StartPosition::Time(since)))
+            .await
+            .unwrap();
     let (mut s_all, mut s_new, mut s_timed) = (
         all.subscribe(&topic).await.unwrap(),
         new.subscribe(&topic).await.unwrap(),

@@ -15,6 +15,15 @@
 //! | `tidemill_subscriber_messages_received_total` | counter | `topic` |
 //! | `tidemill_subscriber_messages_acked_total` | counter | `topic` |
 //! | `tidemill_subscriber_messages_nacked_total` | counter | `topic` |
+//! | `tidemill_router_handler_deaths_total` | counter | `handler`, `restarted` (`true`/`false`) |
+//! | `tidemill_router_dead_lettered_total` | counter | `handler`, `topic`, `dead_letter_topic` |
+//! | `tidemill_router_rejects_kept_total` | counter | `handler`, `topic` |
+//! | `tidemill_router_output_publish_failures_total` | counter | `handler`, `topic` (the output topic), `permanent` |
+//! | `tidemill_messages_skipped_total` | counter | `handler`, `name` |
+//!
+//! The `router_*` counters come from the router's events ([`Metrics::router_events`], given to
+//! [`Router::on_event`](tidemill::Router::on_event)); `messages_skipped` from
+//! [`Metrics::record_skipped`] (give it to a CQRS processor's `on_skip`).
 //!
 //! "Handled" counts every handling that finished, failed or not; `disposition` says what the
 //! failed handler asked for (`retry`, `retry_after`, `reject`, `drop`). Retries are counted by
@@ -57,7 +66,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tidemill::middleware::{POISON_HANDLER_KEY, POISON_TOPIC_KEY};
-use tidemill::router::{Disposition, Handler, HandlerError};
+use tidemill::router::{Disposition, Handler, HandlerError, RouterEvent};
 use tidemill::{
     Acker, Delivery, Message, Publisher, Result, Settle, Settlement, SubscribeInitializer,
     Subscriber, Subscription,
@@ -265,7 +274,38 @@ impl MetricsConfig {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeathLabels {
+    handler: String,
+    restarted: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeadLetterLabels {
+    handler: String,
+    topic: String,
+    dead_letter_topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutputFailureLabels {
+    handler: String,
+    topic: String,
+    permanent: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SkipLabels {
+    handler: String,
+    name: String,
+}
+
 struct Inner {
+    deaths: Family<DeathLabels, Counter>,
+    dead_lettered: Family<DeadLetterLabels, Counter>,
+    rejects_kept: Family<HandlerLabels, Counter>,
+    output_failures: Family<OutputFailureLabels, Counter>,
+    skipped: Family<SkipLabels, Counter>,
     handled: Family<HandlerLabels, Counter>,
     failed: Family<FailedLabels, Counter>,
     duration: Family<HandlerLabels, Histogram, Buckets>,
@@ -334,6 +374,11 @@ impl Metrics {
         let handler_buckets = Buckets(config.handler_buckets.into());
         let publish_buckets = Buckets(config.publish_buckets.into());
         let inner = Inner {
+            deaths: Family::default(),
+            dead_lettered: Family::default(),
+            rejects_kept: Family::default(),
+            output_failures: Family::default(),
+            skipped: Family::default(),
             handled: Family::default(),
             failed: Family::default(),
             duration: Family::new_with_constructor(handler_buckets),
@@ -358,6 +403,31 @@ impl Metrics {
         if !config.labels.is_empty() {
             r = r.sub_registry_with_labels(config.labels.into_iter());
         }
+        r.register(
+            "router_handler_deaths",
+            "Handler loops that died (panicked, lost their subscription), by whether they were restarted",
+            inner.deaths.clone(),
+        );
+        r.register(
+            "router_dead_lettered",
+            "Messages rejected for good and sent to a dead-letter topic by the router",
+            inner.dead_lettered.clone(),
+        );
+        r.register(
+            "router_rejects_kept",
+            "Messages rejected for good with no dead-letter destination, kept and redelivered after the reject delay",
+            inner.rejects_kept.clone(),
+        );
+        r.register(
+            "router_output_publish_failures",
+            "Failures to publish a handler's outputs",
+            inner.output_failures.clone(),
+        );
+        r.register(
+            "messages_skipped",
+            "Messages a handler skipped as another handler's business",
+            inner.skipped.clone(),
+        );
         r.register(
             "handler_messages_handled",
             "Messages whose handling finished, failed or not",
@@ -576,6 +646,91 @@ impl Metrics {
         self.inner
             .poisoned
             .get_or_create(&PoisonLabels::of(poison_topic, msg))
+            .inc();
+    }
+
+    /// An observer of the router's events that counts handler deaths, dead-lettered and kept
+    /// rejects, and output publishing failures.
+    ///
+    /// ```
+    /// let metrics = tidemill_otel::Metrics::new();
+    /// let router = tidemill::Router::new();
+    /// router.on_event(metrics.router_events());
+    /// ```
+    pub fn router_events(&self) -> impl Fn(&RouterEvent<'_>) + Send + Sync + 'static {
+        let inner = self.inner.clone();
+        move |event| {
+            // Each arm counts one sample; the counter's previous value is of no use here.
+            let _ = match *event {
+                RouterEvent::HandlerDied {
+                    handler,
+                    restart_in,
+                    ..
+                } => inner
+                    .deaths
+                    .get_or_create(&DeathLabels {
+                        handler: handler.to_owned(),
+                        restarted: if restart_in.is_some() {
+                            "true"
+                        } else {
+                            "false"
+                        },
+                    })
+                    .inc(),
+                RouterEvent::DeadLettered {
+                    handler,
+                    topic,
+                    dead_letter_topic,
+                    ..
+                } => inner
+                    .dead_lettered
+                    .get_or_create(&DeadLetterLabels {
+                        handler: handler.to_owned(),
+                        topic: topic.to_owned(),
+                        dead_letter_topic: dead_letter_topic.to_owned(),
+                    })
+                    .inc(),
+                RouterEvent::RejectNotDeadLettered { handler, topic, .. } => inner
+                    .rejects_kept
+                    .get_or_create(&HandlerLabels {
+                        handler: handler.to_owned(),
+                        topic: topic.to_owned(),
+                    })
+                    .inc(),
+                RouterEvent::OutputPublishFailed {
+                    handler,
+                    output_topic,
+                    permanent,
+                } => inner
+                    .output_failures
+                    .get_or_create(&OutputFailureLabels {
+                        handler: handler.to_owned(),
+                        topic: output_topic.to_owned(),
+                        permanent: if permanent { "true" } else { "false" },
+                    })
+                    .inc(),
+                _ => 0,
+            };
+        }
+    }
+
+    /// Counts a message that `handler` skipped as not its business (a CQRS processor's
+    /// `on_skip`), by the message's name.
+    ///
+    /// ```
+    /// let metrics = tidemill_otel::Metrics::new();
+    /// metrics.record_skipped("billing", "OrderShipped");
+    /// assert!(metrics.encode().contains(
+    ///     r#"tidemill_messages_skipped_total{handler="billing",name="OrderShipped"} 1"#
+    /// ));
+    /// ```
+    pub fn record_skipped(&self, handler: &str, name: &str) {
+        self.inner
+            .skipped
+            .get_or_create(&SkipLabels {
+                handler: handler.to_owned(),
+                name: name.to_owned(),
+            })
             .inc();
     }
 

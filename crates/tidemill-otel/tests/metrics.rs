@@ -296,3 +296,66 @@ async fn metrics_after_a_known_workload() {
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn router_events_are_counted() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tidemill::router::{RestartPolicy, RouterConfig};
+    use tidemill::{Backoff, PublisherExt};
+    use tidemill_otel::Metrics;
+
+    let metrics = Metrics::new();
+    let ps = InProcessPubSub::new();
+    let mut dead =
+        tidemill::Subscriber::subscribe(&ps, tidemill::router::DEFAULT_DEAD_LETTER_TOPIC)
+            .await
+            .unwrap();
+    let router = Router::with_config(RouterConfig::default().restart_policy(
+        RestartPolicy::restart(
+            3,
+            Backoff::new(Duration::from_millis(5), Duration::from_millis(10)),
+        ),
+    ));
+    router.on_event(metrics.router_events());
+    let panicked = Arc::new(AtomicBool::new(false));
+    router
+        .handler("h")
+        .subscribe("in", ps.clone())
+        .handle(move |msg| {
+            let first = !panicked.swap(true, Ordering::SeqCst);
+            async move {
+                if first {
+                    panic!("once");
+                }
+                if msg.id() == "bad" {
+                    return Err(HandlerError::reject("undecodable"));
+                }
+                Ok(())
+            }
+        })
+        .unwrap();
+    let running = router.start().await.unwrap();
+    ps.publish_one("in", Message::with_id("first", ""))
+        .await
+        .unwrap();
+    ps.publish_one("in", Message::with_id("bad", ""))
+        .await
+        .unwrap();
+    let dl = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut dead))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(dl.message().id(), "bad");
+    dl.ack();
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"tidemill_router_handler_deaths_total{handler="h",restarted="true"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tidemill_router_dead_lettered_total{handler="h",topic="in",dead_letter_topic="tidemill_dead_letter"} 1"#),
+        "{text}"
+    );
+    running.close().await.unwrap();
+}

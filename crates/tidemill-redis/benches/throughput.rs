@@ -176,7 +176,7 @@ async fn tidemill_consume(size: usize, total: usize, members: usize) -> f64 {
     let (topic, group) = prefilled(size, total).await;
     let config = RedisConfig::from_url(&url())
         .unwrap()
-        .consumer_group(group)
+        .group(group)
         .block_time(Duration::from_millis(50));
     let counted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let done = Arc::new(tokio::sync::Notify::new());

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
-use tidemill::{Error, Result};
+use tidemill::{Error, Result, StartPosition};
 
-/// Where a new consumer group, or a subscriber without a group, starts reading a stream.
+/// Where a new consumer group, or a subscriber without a group, starts reading a stream, in
+/// Redis's terms (from [`StartPosition`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StartFrom {
+pub(crate) enum StartFrom {
     /// From the first entry still in the stream (`0`).
     Beginning,
     /// From entries added after the group was created or the subscription started (`$`).
@@ -35,12 +36,13 @@ pub enum MaxLen {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tidemill_redis::{MaxLen, RedisConfig, StartFrom};
+/// use tidemill::StartPosition;
+/// use tidemill_redis::{MaxLen, RedisConfig};
 ///
 /// let config = RedisConfig::from_url("redis://127.0.0.1:6379/0")?
-///     .consumer_group("billing")
+///     .group("billing")
 ///     .consumer_name("billing-1")
-///     .group_start(StartFrom::Latest)
+///     .start_position(StartPosition::End)
 ///     .max_len(MaxLen::Approximate(100_000))
 ///     .topic_max_len("audit", MaxLen::Exact(1_000))
 ///     .nack_delay(Duration::from_millis(500));
@@ -62,6 +64,7 @@ pub struct RedisConfig {
     pub(crate) consumer_name: Option<Arc<str>>,
     pub(crate) group_start: StartFrom,
     pub(crate) fanout_start: StartFrom,
+    pub(crate) start_error: Option<String>,
     pub(crate) block_time: Duration,
     pub(crate) batch_size: usize,
     pub(crate) max_in_flight: usize,
@@ -121,16 +124,32 @@ impl RedisConfig {
             consumer_name: None,
             group_start: StartFrom::Beginning,
             fanout_start: StartFrom::Latest,
+            start_error: None,
             block_time: Duration::from_secs(1),
             batch_size: 128,
             max_in_flight: 1,
-            nack_delay: Duration::from_millis(100),
+            nack_delay: tidemill::options::DEFAULT_NACK_DELAY,
             claim_idle: Duration::from_secs(30),
             claim_interval: Duration::from_secs(1),
             consumer_timeout: Some(Duration::from_secs(600)),
             consumer_check_interval: Duration::from_secs(60),
-            close_timeout: Duration::from_secs(10),
+            close_timeout: tidemill::options::DEFAULT_CLOSE_TIMEOUT,
         }
+    }
+
+    /// Options for the server at `host:port`, database 0, without credentials.
+    ///
+    /// ```
+    /// let config = tidemill_redis::RedisConfig::new("127.0.0.1", 6379);
+    /// assert_eq!(config.address(), "redis://127.0.0.1:6379/0");
+    /// ```
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        let host: String = host.into();
+        Self::from_info(
+            (host.as_str(), port)
+                .into_connection_info()
+                .expect("a host and port are a valid connection"),
+        )
     }
 
     /// The user name for `AUTH`, replacing the URL's. Default: the URL's, if any.
@@ -205,13 +224,13 @@ impl RedisConfig {
     /// The consumer group subscribers join (a Redis consumer group on each topic's stream,
     /// created on first subscribe). Subscribers of one group split the messages; different groups
     /// each get every message. Default: no group, every subscriber reads every message (`XREAD`).
-    pub fn consumer_group(mut self, group: impl Into<Arc<str>>) -> Self {
+    pub fn group(mut self, group: impl Into<Arc<str>>) -> Self {
         self.consumer_group = Some(group.into());
         self
     }
 
     /// Leaves the consumer group: every subscriber reads every message.
-    pub fn no_consumer_group(mut self) -> Self {
+    pub fn no_group(mut self) -> Self {
         self.consumer_group = None;
         self
     }
@@ -225,18 +244,42 @@ impl RedisConfig {
         self
     }
 
-    /// Where a consumer group starts when a subscriber creates it. Default
-    /// [`StartFrom::Beginning`]: a new group processes what is already in the stream.
-    pub fn group_start(mut self, start: StartFrom) -> Self {
+    /// Where a consumer group starts when a subscriber creates it, and where a subscriber
+    /// without a group starts. Default: a new group at the beginning (`0`: what is already in
+    /// the stream is processed), a subscriber without a group at the end (`$`: what is added
+    /// after `subscribe` returned). [`StartPosition::Time`] and [`StartPosition::Offset`] are
+    /// refused when the subscriber connects.
+    ///
+    /// ```
+    /// use tidemill::StartPosition;
+    /// let replay = tidemill_redis::RedisConfig::default().start_position(StartPosition::Beginning);
+    /// # drop(replay);
+    /// ```
+    pub fn start_position(mut self, start: StartPosition) -> Self {
+        self.start_error = None;
+        let start = match start {
+            StartPosition::Beginning => StartFrom::Beginning,
+            StartPosition::End => StartFrom::Latest,
+            other => {
+                self.start_error = Some(
+                    other
+                        .unsupported("Redis", &["beginning", "end"])
+                        .to_string(),
+                );
+                return self;
+            }
+        };
         self.group_start = start;
+        self.fanout_start = start;
         self
     }
 
-    /// Where a subscriber without a group starts. Default [`StartFrom::Latest`]: messages
-    /// published after `subscribe` returned.
-    pub fn fanout_start(mut self, start: StartFrom) -> Self {
-        self.fanout_start = start;
-        self
+    /// Refuses settings that cannot take effect, before anything connects.
+    pub(crate) fn check(&self) -> Result<()> {
+        match &self.start_error {
+            Some(reason) => Err(Error::Config(reason.clone())),
+            None => Ok(()),
+        }
     }
 
     /// How long one `XREADGROUP`/`XREAD` waits on the server for new entries (`BLOCK`). Shorter

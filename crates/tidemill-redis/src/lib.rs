@@ -15,7 +15,7 @@
 //!
 //! # #[tokio::main] async fn main() -> tidemill::Result<()> {
 //! let topic = format!("doc-orders-{}", tidemill::new_uuid());
-//! let config = RedisConfig::from_url("redis://127.0.0.1:6379")?.consumer_group("billing");
+//! let config = RedisConfig::from_url("redis://127.0.0.1:6379")?.group("billing");
 //!
 //! let subscriber = RedisSubscriber::connect(config.clone()).await?;
 //! let mut orders = subscriber.subscribe(&topic).await?; // creates the group
@@ -44,7 +44,7 @@
 //! | nack | the message stays pending and is delivered again by the same subscription after [`nack_delay`](RedisConfig::nack_delay) (100 ms) or the delay given, before newer messages. A nack delay longer than `claim_idle` lets another consumer claim it first |
 //! | dropped or closed subscription | entries fetched but not delivered, and deliveries settled with a nack afterwards, are handed back to the group at once (`XCLAIM ... IDLE`), so another member's next `XAUTOCLAIM` (every [`claim_interval`](RedisConfig::claim_interval), 1 s) takes them |
 //! | consumer died | its pending entries are claimed by live members after `claim_idle` (30 s); the consumer is removed from the group after [`consumer_timeout`](RedisConfig::consumer_timeout) (10 min) once nothing is pending |
-//! | without a group | every subscription reads every message from its [start](RedisConfig::fanout_start); its position is in memory, acks do nothing, and what was not handled when it ends is not delivered again |
+//! | without a group | every subscription reads every message from its [start](RedisConfig::start_position); its position is in memory, acks do nothing, and what was not handled when it ends is not delivered again |
 //! | persistence | entries live in the server's memory; they survive restarts as far as the server's RDB/AOF settings go (`appendfsync always` for every write). With [`max_len`](RedisConfig::max_len), the oldest entries are deleted even if unread |
 //! | delays | no delayed delivery: an entry is readable as soon as it is added |
 //! | outage | subscriptions reconnect with backoff and declare their group again if it vanished; `publish` retries for [`publish_retry_timeout`](RedisConfig::publish_retry_timeout) (10 s), then fails — never reporting an entry the server did not confirm |
@@ -59,8 +59,7 @@
 //! | [`max_len`](RedisConfig::max_len), [`topic_max_len`](RedisConfig::topic_max_len) | `XADD key MAXLEN ~ n` ([`MaxLen::Approximate`]) or `MAXLEN = n` ([`MaxLen::Exact`]) |
 //! | [`consumer_group`](RedisConfig::consumer_group) | `XGROUP CREATE key group <start> MKSTREAM` on first subscribe; `XREADGROUP GROUP group consumer` |
 //! | [`consumer_name`](RedisConfig::consumer_name) | the consumer in `XREADGROUP`; a restarted consumer of that name first reads its own pending entries (`XREADGROUP ... 0`) |
-//! | [`group_start`](RedisConfig::group_start) | `0` ([`StartFrom::Beginning`], default) or `$` ([`StartFrom::Latest`]) in `XGROUP CREATE` |
-//! | [`fanout_start`](RedisConfig::fanout_start) | the first id of `XREAD`: `0-0`, or the newest entry's id at subscribe time (default) |
+//! | [`start_position`](RedisConfig::start_position) | for a new group, `0` (`Beginning`, the default with a group) or `$` (`End`) in `XGROUP CREATE`; without a group, the first id of `XREAD`: `0-0`, or the newest entry's id at subscribe time (`End`, the default without a group) |
 //! | [`batch_size`](RedisConfig::batch_size) | `COUNT` of `XREADGROUP`/`XREAD`/`XAUTOCLAIM` (128) |
 //! | [`block_time`](RedisConfig::block_time) | `BLOCK` of `XREADGROUP`/`XREAD` (1 s) |
 //! | [`claim_idle`](RedisConfig::claim_idle), [`claim_interval`](RedisConfig::claim_interval) | `XAUTOCLAIM key group consumer <claim_idle>`, run every `claim_interval` |
@@ -82,7 +81,7 @@ pub mod error;
 pub mod publisher;
 pub mod subscriber;
 
-pub use config::{MaxLen, RedisConfig, StartFrom};
+pub use config::{MaxLen, RedisConfig};
 pub use dedup::RedisDeduplicationStore;
 pub use error::RedisAdapterError;
 pub use publisher::RedisPublisher;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{Pipeline, RedisError, RedisResult, Value};
-use tidemill::{validate_topic, Error, Message, Publisher, Result};
+use tidemill::{Error, Message, Publisher, Result};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -77,7 +77,16 @@ impl RedisPublisher {
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let endpoint = Endpoint::new(&config)?;
         let conn = endpoint.manager(&config).await?;
-        Ok(Self {
+        Ok(Self::from_parts(config, endpoint, conn))
+    }
+
+    /// A publisher on a connection made already (a subscriber's, for dead letters).
+    pub(crate) fn from_parts(
+        config: RedisConfig,
+        endpoint: Endpoint,
+        conn: ConnectionManager,
+    ) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 config,
                 endpoint,
@@ -86,7 +95,7 @@ impl RedisPublisher {
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
             }),
-        })
+        }
     }
 
     /// The options in force.
@@ -171,8 +180,16 @@ fn publish_error(topic: &str, messages: &[Message], e: RedisError) -> Error {
 
 #[async_trait]
 impl Publisher for RedisPublisher {
+    /// Entry fields are binary-safe; the id and payload fields are the adapter's own, and a
+    /// Redis string holds at most 512 MB.
+    fn limits(&self) -> tidemill::Limits {
+        tidemill::Limits::new("Redis")
+            .reserved_names(&[crate::codec::ID_FIELD, crate::codec::PAYLOAD_FIELD])
+            .max_payload(512 * 1024 * 1024)
+    }
+
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        validate_topic(topic)?;
+        self.limits().check_all(topic, &messages)?;
         let inner = &*self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed("redis publisher"));

@@ -29,14 +29,14 @@ use crate::error::RedisAdapterError;
 ///
 /// With a [consumer group](RedisConfig::consumer_group), each subscription is a consumer of
 /// that Redis consumer group (created on first subscribe, from the
-/// [configured start](RedisConfig::group_start)) and reads with `XREADGROUP`: subscribers of one
+/// [configured start](RedisConfig::start_position)) and reads with `XREADGROUP`: subscribers of one
 /// group split the messages, an ack is an `XACK`. Messages left unacknowledged by a consumer that
 /// died are claimed with `XAUTOCLAIM` after [`claim_idle`](RedisConfig::claim_idle); consumers
 /// idle for longer than [`consumer_timeout`](RedisConfig::consumer_timeout) with nothing pending
 /// are removed.
 ///
 /// Without a group every subscription reads every message with `XREAD`, from the
-/// [configured start](RedisConfig::fanout_start); its position lives in memory only.
+/// [configured start](RedisConfig::start_position); its position lives in memory only.
 ///
 /// Each subscription has a connection of its own for its blocking reads; acks of all
 /// subscriptions go through one shared connection, batched.
@@ -48,7 +48,7 @@ use crate::error::RedisAdapterError;
 ///
 /// # #[tokio::main] async fn main() -> tidemill::Result<()> {
 /// let topic = format!("doc-subscriber-{}", tidemill::new_uuid());
-/// let config = RedisConfig::from_url("redis://127.0.0.1:6379")?.consumer_group("billing");
+/// let config = RedisConfig::from_url("redis://127.0.0.1:6379")?.group("billing");
 /// let subscriber = RedisSubscriber::connect(config.clone()).await?;
 /// let mut orders = subscriber.subscribe(&topic).await?;
 ///
@@ -91,6 +91,7 @@ impl std::fmt::Debug for RedisSubscriber {
 impl RedisSubscriber {
     /// Connects to the server. Fails with [`Error::Connect`] if it cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
+        config.check()?;
         let endpoint = Endpoint::new(&config)?;
         let conn = endpoint.manager(&config).await?;
         let acker = acker::spawn(conn.clone(), &config);
@@ -242,6 +243,24 @@ impl Subscriber for RedisSubscriber {
 
     fn as_initializer(&self) -> Option<&dyn SubscribeInitializer> {
         Some(self)
+    }
+
+    fn max_in_flight(&self) -> Option<usize> {
+        Some(self.inner.config.max_in_flight)
+    }
+
+    fn group(&self) -> Option<&str> {
+        self.inner.config.consumer_group.as_deref()
+    }
+
+    /// Dead letters go to the stream of the dead-letter topic on this server.
+    fn dead_letter_publisher(&self) -> Option<Arc<dyn tidemill::Publisher>> {
+        let inner = &self.inner;
+        Some(Arc::new(crate::RedisPublisher::from_parts(
+            inner.config.clone(),
+            inner.endpoint.clone(),
+            inner.conn.clone(),
+        )))
     }
 }
 

@@ -37,7 +37,7 @@ async fn broker_restart_publish_waits_for_the_server_or_fails() {
     let impatient = RedisPublisher::connect(common::config().publish_retry_timeout(Duration::ZERO))
         .await
         .unwrap();
-    let subscriber = RedisSubscriber::connect(common::config().consumer_group(common::group()))
+    let subscriber = RedisSubscriber::connect(common::config().group(common::group()))
         .await
         .unwrap();
     let mut sub = subscriber.subscribe(&topic).await.unwrap();
@@ -89,7 +89,7 @@ async fn broker_restart_publish_waits_for_the_server_or_fails() {
 async fn broker_restart_without_persistence_declares_the_group_again() {
     let _restore = Restore;
     let topic = common::topic();
-    let subscriber = RedisSubscriber::connect(common::config().consumer_group(common::group()))
+    let subscriber = RedisSubscriber::connect(common::config().group(common::group()))
         .await
         .unwrap();
     let mut sub = subscriber.subscribe(&topic).await.unwrap();

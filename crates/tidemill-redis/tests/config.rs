@@ -11,7 +11,7 @@ use tidemill_redis::{RedisConfig, RedisPublisher, RedisSubscriber};
 fn url_and_builder() {
     let config = RedisConfig::from_url("redis://user:hunter2@127.0.0.1:6390/3")
         .unwrap()
-        .consumer_group("g")
+        .group("g")
         .batch_size(0);
     assert_eq!(config.address(), "redis://user@127.0.0.1:6390/3");
     let debug = format!("{config:?}");

@@ -5,8 +5,9 @@ mod common;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tidemill::StartPosition;
 use tidemill::{Publisher, Result, Subscriber};
-use tidemill_redis::{RedisConfig, RedisPublisher, RedisSubscriber, StartFrom};
+use tidemill_redis::{RedisConfig, RedisPublisher, RedisSubscriber};
 use tidemill_testkit::{Broker, Features, TestTarget};
 
 struct Target;
@@ -33,9 +34,7 @@ impl TestTarget for Target {
     }
 
     async fn connect(&self) -> Result<Arc<dyn Broker>> {
-        let config = common::config()
-            .group_start(StartFrom::Beginning)
-            .fanout_start(StartFrom::Beginning);
+        let config = common::config().start_position(StartPosition::Beginning);
         Ok(Arc::new(RedisBroker { config }))
     }
 }
@@ -54,8 +53,8 @@ impl Broker for RedisBroker {
 
     async fn subscriber(&self, group: Option<&str>) -> Result<Arc<dyn Subscriber>> {
         let config = match group {
-            Some(group) => self.config.clone().consumer_group(group),
-            None => self.config.clone().no_consumer_group(),
+            Some(group) => self.config.clone().group(group),
+            None => self.config.clone().no_group(),
         };
         Ok(Arc::new(RedisSubscriber::connect(config).await?))
     }

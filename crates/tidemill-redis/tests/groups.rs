@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::Value;
+use tidemill::StartPosition;
 use tidemill::{Message, Publisher, Subscriber, Subscription};
-use tidemill_redis::{RedisPublisher, RedisSubscriber, StartFrom};
+use tidemill_redis::{RedisPublisher, RedisSubscriber};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -59,15 +60,15 @@ async fn group_is_created_on_subscribe_from_the_start_or_from_new_messages() {
 
     let from_start = RedisSubscriber::connect(
         common::config()
-            .consumer_group(common::group())
-            .group_start(StartFrom::Beginning),
+            .group(common::group())
+            .start_position(StartPosition::Beginning),
     )
     .await
     .unwrap();
     let from_now = RedisSubscriber::connect(
         common::config()
-            .consumer_group(common::group())
-            .group_start(StartFrom::Latest),
+            .group(common::group())
+            .start_position(StartPosition::End),
     )
     .await
     .unwrap();
@@ -85,7 +86,7 @@ async fn group_is_created_on_subscribe_from_the_start_or_from_new_messages() {
 #[tokio::test]
 async fn acks_are_xacks_and_members_of_a_group_split_the_messages() {
     let (topic, group) = (common::topic(), common::group());
-    let config = common::config().consumer_group(group.clone());
+    let config = common::config().group(group.clone());
     let s1 = RedisSubscriber::connect(config.clone().batch_size(10))
         .await
         .unwrap();
@@ -124,9 +125,10 @@ async fn without_a_group_every_subscriber_reads_every_message() {
     let publisher = RedisPublisher::connect(common::config()).await.unwrap();
     publisher.publish(&topic, numbered(0..2)).await.unwrap();
     let from_now = RedisSubscriber::connect(common::config()).await.unwrap();
-    let from_start = RedisSubscriber::connect(common::config().fanout_start(StartFrom::Beginning))
-        .await
-        .unwrap();
+    let from_start =
+        RedisSubscriber::connect(common::config().start_position(StartPosition::Beginning))
+            .await
+            .unwrap();
     let mut now_1 = from_now.subscribe(&topic).await.unwrap();
     let mut now_2 = from_now.subscribe(&topic).await.unwrap();
     let mut start = from_start.subscribe(&topic).await.unwrap();
@@ -150,7 +152,7 @@ async fn a_nacked_message_comes_back_after_the_configured_delay() {
     let topic = common::topic();
     let subscriber = RedisSubscriber::connect(
         common::config()
-            .consumer_group(common::group())
+            .group(common::group())
             .nack_delay(Duration::from_millis(300)),
     )
     .await
@@ -183,7 +185,7 @@ async fn close_gives_fetched_messages_back_to_the_group_at_once() {
     let (topic, group) = (common::topic(), common::group());
     // A claim idle time far beyond the test: only giving back can explain a quick handover.
     let config = common::config()
-        .consumer_group(group.clone())
+        .group(group.clone())
         .claim_idle(Duration::from_secs(3600));
     let first = RedisSubscriber::connect(config.clone()).await.unwrap();
     let mut sub = first.subscribe(&topic).await.unwrap();
@@ -212,7 +214,7 @@ async fn close_gives_fetched_messages_back_to_the_group_at_once() {
 async fn a_restarted_consumer_with_a_stable_name_takes_back_its_pending_messages() {
     let (topic, group) = (common::topic(), common::group());
     let config = common::config()
-        .consumer_group(group.clone())
+        .group(group.clone())
         .consumer_name("worker-a")
         .claim_idle(Duration::from_secs(3600));
     let publisher = RedisPublisher::connect(common::config()).await.unwrap();

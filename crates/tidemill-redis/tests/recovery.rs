@@ -73,7 +73,7 @@ async fn messages_of_a_dead_consumer_are_claimed_after_the_idle_time() {
 
     let subscriber = RedisSubscriber::connect(
         common::config()
-            .consumer_group(group.clone())
+            .group(group.clone())
             .claim_idle(Duration::from_millis(500))
             .claim_interval(Duration::from_millis(100))
             .block_time(Duration::from_millis(100)),
@@ -116,7 +116,7 @@ async fn dead_consumers_are_removed_once_their_messages_are_claimed() {
 
     let subscriber = RedisSubscriber::connect(
         common::config()
-            .consumer_group(group.clone())
+            .group(group.clone())
             .consumer_name("alive")
             .claim_idle(Duration::from_millis(300))
             .claim_interval(Duration::from_millis(100))
@@ -160,7 +160,7 @@ async fn consumers_are_kept_without_a_timeout() {
         .unwrap();
     let subscriber = RedisSubscriber::connect(
         common::config()
-            .consumer_group(group.clone())
+            .group(group.clone())
             .consumer_name("alive")
             .consumer_timeout(None)
             .consumer_check_interval(Duration::from_millis(50))

@@ -46,6 +46,8 @@ pub struct Limits {
     max_metadata: Option<usize>,
     metadata_rule: MetadataRule,
     reserved_prefixes: &'static [&'static str],
+    reserved_names: &'static [&'static str],
+    max_name: Option<usize>,
     topic_rule: fn(&str) -> Result<()>,
 }
 
@@ -65,6 +67,8 @@ impl Limits {
             max_metadata: None,
             metadata_rule: MetadataRule::Utf8,
             reserved_prefixes: &[],
+            reserved_names: &[],
+            max_name: None,
             topic_rule: validate_topic,
         }
     }
@@ -90,6 +94,19 @@ impl Limits {
     /// Metadata name prefixes the broker or adapter uses itself (compared case-insensitively).
     pub fn reserved_prefixes(mut self, prefixes: &'static [&'static str]) -> Self {
         self.reserved_prefixes = prefixes;
+        self
+    }
+
+    /// Metadata names the broker or adapter uses itself (compared case-insensitively), such as
+    /// the field that carries the message id.
+    pub fn reserved_names(mut self, names: &'static [&'static str]) -> Self {
+        self.reserved_names = names;
+        self
+    }
+
+    /// The longest metadata name, in bytes.
+    pub fn max_name(mut self, bytes: usize) -> Self {
+        self.max_name = Some(bytes);
         self
     }
 
@@ -175,6 +192,19 @@ impl Limits {
     fn refuses(&self, key: &str, value: &str) -> Option<String> {
         if key.is_empty() {
             return Some("does not accept an empty metadata name".into());
+        }
+        if self
+            .reserved_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(key))
+        {
+            return Some(format!("uses the metadata name {key:?} itself"));
+        }
+        if let Some(max) = self.max_name.filter(|max| key.len() > *max) {
+            return Some(format!(
+                "accepts metadata names of at most {max} bytes; this one has {}",
+                key.len()
+            ));
         }
         let lower = key.to_ascii_lowercase();
         if let Some(prefix) = self

@@ -126,3 +126,14 @@ impl Service<Message> for Recording {
         })
     }
 }
+
+/// Waits until `cond` holds, at most 10 s.
+pub async fn until(mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("condition not met in time");
+}

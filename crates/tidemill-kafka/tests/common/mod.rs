@@ -73,7 +73,7 @@ impl Broker for Connected {
 
     async fn subscriber(&self, group: Option<&str>) -> Result<Arc<dyn Subscriber>> {
         let config = match group {
-            Some(group) => self.config.clone().consumer_group(group),
+            Some(group) => self.config.clone().group(group),
             None => self.config.clone(),
         };
         Ok(Arc::new(KafkaSubscriber::new(config)?))

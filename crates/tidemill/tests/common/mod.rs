@@ -125,6 +125,14 @@ impl RecordingSubscriber {
 
 #[async_trait]
 impl Subscriber for RecordingSubscriber {
+    fn max_in_flight(&self) -> Option<usize> {
+        self.inner.max_in_flight()
+    }
+
+    fn dead_letter_publisher(&self) -> Option<Arc<dyn Publisher>> {
+        self.inner.dead_letter_publisher()
+    }
+
     async fn subscribe(&self, topic: &str) -> tidemill::Result<Subscription> {
         let sub = self.inner.subscribe(topic).await?;
         let log = self.log.clone();
