@@ -11,7 +11,7 @@
 //! | in flight | each subscription holds at most `max_in_flight` unsettled deliveries (default 1, which keeps order) |
 //! | nack | the message comes back first, after the nack delay (default 10 ms), so a nack loop never spins a core; the messages behind it wait, which keeps order |
 //! | nack with a delay (`nack_after`, a handler's `RetryAfter`) | the message is parked until due while the messages behind it go on; then it comes back before them |
-//! | delay metadata ([`components::delay`](crate::components::delay)) | the message is parked until due without holding back the others, and delivered without the delay metadata; parked messages count against `buffer_size` |
+//! | delay metadata ([`delay`](crate::delay)) | the message is parked until due without holding back the others, and delivered without the delay metadata; parked messages count against `buffer_size` |
 //! | groups | a group lives as long as the pub/sub: with no member it keeps buffering, then applies `WhenFull` |
 //! | close | streams end, publishing fails with `Closed`, buffered messages are dropped |
 
@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::components::delay;
+use crate::delay;
 use crate::error::{validate_topic, Error, Result};
 use crate::message::Message;
 use crate::pubsub::{

@@ -41,6 +41,7 @@
 #![warn(rust_2018_idioms)]
 
 pub mod components;
+pub mod delay;
 pub mod error;
 pub mod in_process;
 pub mod message;
