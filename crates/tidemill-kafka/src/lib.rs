@@ -43,53 +43,8 @@
 //! | [`KafkaConfig::partitions`], [`KafkaConfig::replication`] | topics created through the admin API |
 //! | [`KafkaConfig::set`] | any librdkafka property (TLS: `security.protocol`, `ssl.*`; SASL: `sasl.*`) |
 //!
-//! # Test brokers
-//!
-//! The tests run against `tansu` 0.6.0, a Kafka-protocol broker built from crates.io
-//! (`.ci/build-tansu.sh`, started by `scripts/kafka-broker.sh`), and against librdkafka's
-//! in-process mock cluster. The conformance suite runs against three brokers: the shared tansu
-//! broker with `memory://` storage on port 9092 (`tests/conformance.rs`, every scenario but the
-//! restart); a tansu broker with `sqlite://` storage on port 9093, started fresh for the restart
-//! scenario alone and stopped after it (`durable::broker_restart_loses_nothing`); and the mock
-//! cluster (`tests/conformance_mock.rs`, every scenario). What is known of them:
-//!
-//! - tansu does not create topics on first use: this adapter creates them through the admin
-//!   API ([`KafkaConfig::create_topics`]) and waits until they show in the metadata.
-//! - tansu answers a fetch at an offset inside a record batch with the *next* batch: a group
-//!   that committed offset 666 of a batch holding 600..=699 resumes at 700, and 666..=699 are
-//!   never delivered. The adapter commits the right offset (a test reads it back); the loss is
-//!   the broker's. The tansu targets publish one message per batch (`batch.num.messages=1`).
-//! - tansu waits half of the consumer's `fetch.wait.max.ms` before answering a fetch even when
-//!   it has records to send (500 ms by default: at most two fetches a second per consumer). The
-//!   tansu targets set 50 ms.
-//! - tansu with `memory://` storage keeps every idempotent producer's sequence numbers in one
-//!   document that each produce request rewrites: with the suite's concurrent producers,
-//!   deliveries stalled until they timed out (`MessageTimedOut` after 30 s), after which
-//!   librdkafka bumped the producer's epoch and tansu fenced it (`ProducerFenced`). The tansu
-//!   targets publish without idempotence; the mock cluster covers the idempotent producer.
-//! - tansu's group coordinator stops assigning partitions after many members join and leave at
-//!   once: after ten tasks each subscribe and close five members of a group within about ten
-//!   seconds, a new member of that group gets no partition within 60 s (two members each doing
-//!   five, or ten doing two, recover within seconds). `concurrent_subscribe_and_close` fails
-//!   against tansu for this reason: the tansu target declares it a broker gap (skipped, with
-//!   the reason printed), and the mock cluster's target runs it.
-//! - tansu with `sqlite://` storage keeps the log across a restart; `memory://` loses
-//!   everything on restart.
-//! - tansu with `memory://` storage sometimes never returns a record it acknowledged to its
-//!   producer, when a group reads while many producers write and the machine is loaded:
-//!   `tests/tansu_gaps.rs` reproduces it with raw rdkafka and no tidemill (20 producers, a
-//!   group of four committing after each record; one or two records missing in about one run in
-//!   three with two busy loops beside it; ignored, run by hand). The suite's
-//!   `many_publishers_closed_after_their_share` meets it the same way (10,000 deliveries, 9,999
-//!   distinct ids) about as often under load, and passes when the machine is idle; the mock
-//!   cluster never showed it. The restart scenario on `sqlite://` once stalled at 1,253 of
-//!   10,000 (with a session timeout of 6 s, since removed).
-//!   So the tansu targets' tests are retried up to twice (`.config/nextest.toml`), which reports
-//!   such a run as flaky instead of failing it; the mock cluster's are not.
-//! - The mock cluster does not answer the admin API's topic creation (it creates topics on
-//!   first use instead), and once the last member of a group left, it takes new members only
-//!   after the session timeout less one second (Kafka: after the initial rebalance delay, 3 s):
-//!   its target sets `session.timeout.ms=6000`.
+//! Topics are created through the admin API ([`KafkaConfig::create_topics`]) and waited for
+//! until they show in the metadata, for brokers that do not create them on first use.
 #![deny(missing_docs)]
 
 mod admin;

@@ -19,7 +19,7 @@ struct Kafka;
 impl TestTarget for Kafka {
     fn features(&self) -> Features {
         Features {
-            // The mock cluster's target runs this scenario (see the crate docs, "Test brokers").
+            // The mock cluster's target runs this scenario (see docs/testing.md).
             broker_gaps: vec![BrokerGap::new(
                 "concurrent_subscribe_and_close",
                 "tansu 0.6.0's group coordinator assigns no partition to a new member for over \

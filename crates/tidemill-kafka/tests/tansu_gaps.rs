@@ -1,5 +1,5 @@
 //! Defects of tansu, the Kafka-protocol test broker, reproduced with raw rdkafka so that they are
-//! told apart from tidemill's own (see the crate docs, "Test brokers").
+//! told apart from tidemill's own (see docs/testing.md).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

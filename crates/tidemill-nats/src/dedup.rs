@@ -1,13 +1,16 @@
 //! [`KvDeduplicationStore`]: remembers which keys (message ids) were seen, in a JetStream
-//! key-value bucket, for a deduplicating middleware shared by many processes.
+//! key-value bucket, for a deduplicating middleware shared by many processes. It implements
+//! [`DeduplicationStore`], so it plugs into [`tidemill::middleware::DeduplicatorLayer`].
 
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{CreateErrorKind, Store};
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use async_nats::Client;
+use async_trait::async_trait;
 use bytes::Bytes;
-use tidemill::{Error, Result};
+use tidemill::middleware::DeduplicationStore;
+use tidemill::{BoxError, Error, Result};
 
 use crate::config::NatsConfig;
 use crate::connection::{connect, jetstream};
@@ -23,7 +26,20 @@ use crate::topology::encode_name;
 /// The bucket is created with the stream settings a key-value bucket has (`KV_<bucket>`,
 /// subjects `$KV.<bucket>.>`, one message per subject, rollups allowed, deletes denied, direct
 /// get), because creating it through the client's key-value API fails against server 2.9.
-/// An existing bucket is used as it is, with the window it was created with.
+/// An existing bucket is used as it is, with the window it was created with: that window is
+/// what [`window`](Self::window) reports, and a warning is logged when it differs from the one
+/// asked for.
+///
+/// # As a [`DeduplicationStore`]
+///
+/// The bucket's maximum age is the only window there is (the server keeps no expiry per key),
+/// so the `ttl` a [`DeduplicatorLayer`](tidemill::middleware::DeduplicatorLayer) passes must
+/// equal [`window`](Self::window): give the layer the same duration. A different `ttl` is
+/// refused with an error naming both durations (the layer then nacks the message), never
+/// silently replaced by the bucket's. [`remove`](Self::remove) deletes the key (a delete
+/// marker), so a message whose handling failed is new again; if two processes re-create a
+/// removed key at the same instant, the loser gets an error instead of `false`, and its
+/// message is nacked and comes back as a duplicate.
 ///
 /// ```
 /// use std::time::Duration;
@@ -85,7 +101,8 @@ impl KvDeduplicationStore {
         }
         let js = jetstream(client, config);
         let stream_name = format!("KV_{bucket}");
-        if js.get_stream(&stream_name).await.is_err() {
+        let existing = js.get_stream(&stream_name).await;
+        if existing.is_err() {
             let created = js
                 .create_stream(stream::Config {
                     name: stream_name.clone(),
@@ -112,10 +129,22 @@ impl KvDeduplicationStore {
             .get_key_value(bucket)
             .await
             .map_err(|err| bad(err.to_string()))?;
+        let actual = match existing {
+            Ok(stream) => stream.cached_info().config.max_age,
+            Err(_) => window,
+        };
+        if actual != window {
+            tracing::warn!(
+                bucket,
+                asked = ?window,
+                window = ?actual,
+                "the deduplication bucket exists with another window; its own window applies"
+            );
+        }
         Ok(Self {
             store,
             bucket: bucket.to_owned(),
-            window,
+            window: actual,
         })
     }
 
@@ -132,14 +161,58 @@ impl KvDeduplicationStore {
         }
     }
 
+    /// Forgets `key` (a delete marker in the bucket), so it is new again. Forgetting a key that
+    /// is not there is no error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tidemill_nats::{KvDeduplicationStore, NatsConfig};
+    ///
+    /// # #[tokio::main] async fn main() -> tidemill::Result<()> {
+    /// let config = NatsConfig::new("nats://127.0.0.1:4222");
+    /// let store = KvDeduplicationStore::connect(&config, "doc-dedup", Duration::from_secs(60)).await?;
+    /// let key = tidemill::new_uuid();
+    /// assert!(store.check_and_set(&key).await?);
+    /// store.remove(&key).await?;
+    /// assert!(store.check_and_set(&key).await?); // new again
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove(&self, key: &str) -> Result<()> {
+        self.store.delete(encode_name(key)).await.map_err(|err| {
+            Error::Other(
+                NatsError::Client(format!("deduplication bucket {:?}: {err}", self.bucket)).into(),
+            )
+        })
+    }
+
     /// The bucket's name.
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
 
-    /// How long a key is remembered (as configured when opening; an existing bucket keeps the
-    /// maximum age it was created with).
+    /// How long a key is remembered: the bucket's maximum age (an existing bucket keeps the one
+    /// it was created with).
     pub fn window(&self) -> Duration {
         self.window
+    }
+}
+
+#[async_trait]
+impl DeduplicationStore for KvDeduplicationStore {
+    /// Refuses a `ttl` other than the bucket's [`window`](KvDeduplicationStore::window).
+    async fn check_and_set(&self, key: &str, ttl: Duration) -> std::result::Result<bool, BoxError> {
+        if ttl != self.window {
+            return Err(Error::Config(format!(
+                "deduplication bucket {:?} remembers keys for {:?} (its maximum age), the \
+                 deduplicator asked for {ttl:?}: give both the same window",
+                self.bucket, self.window
+            ))
+            .into());
+        }
+        Ok(KvDeduplicationStore::check_and_set(self, key).await?)
+    }
+
+    async fn remove(&self, key: &str) -> std::result::Result<(), BoxError> {
+        Ok(KvDeduplicationStore::remove(self, key).await?)
     }
 }

@@ -120,3 +120,54 @@ async fn the_clients_bucket_creation_fails_on_server_2_9() {
         );
     }
 }
+
+async fn kv_store(bucket: &str, window: Duration) -> KvDeduplicationStore {
+    KvDeduplicationStore::connect(&common::config(), bucket, window)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dedup_middleware_handles_a_message_once_across_processes() {
+    let bucket = format!("dedup-{}", uuid::Uuid::new_v4().simple());
+    let window = Duration::from_secs(60);
+    tidemill_testkit::dedup::handled_once_across_processes(
+        kv_store(&bucket, window).await,
+        kv_store(&bucket, window).await,
+        window,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dedup_middleware_handles_a_failed_message_again() {
+    let bucket = format!("dedup-{}", uuid::Uuid::new_v4().simple());
+    let window = Duration::from_secs(60);
+    tidemill_testkit::dedup::failed_handling_is_handled_again(
+        kv_store(&bucket, window).await,
+        kv_store(&bucket, window).await,
+        window,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dedup_store_refuses_a_ttl_other_than_its_window_and_keeps_an_existing_window() {
+    use tidemill::middleware::DeduplicationStore;
+    let bucket = format!("dedup-{}", uuid::Uuid::new_v4().simple());
+    let store = kv_store(&bucket, Duration::from_secs(60)).await;
+    let err = DeduplicationStore::check_and_set(&store, "k", Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("same window"), "{err}");
+    assert!(
+        DeduplicationStore::check_and_set(&store, "k", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    // Opened again with another window: the bucket's own applies, and is what it reports.
+    let again = kv_store(&bucket, Duration::from_secs(5)).await;
+    assert_eq!(again.window(), Duration::from_secs(60));
+    DeduplicationStore::remove(&again, "k").await.unwrap();
+    assert!(again.check_and_set("k").await.unwrap());
+}

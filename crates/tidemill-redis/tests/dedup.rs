@@ -71,3 +71,44 @@ async fn of_many_concurrent_checks_exactly_one_wins() {
     }
     assert_eq!(winners, 1);
 }
+
+async fn connected() -> RedisDeduplicationStore {
+    RedisDeduplicationStore::connect(common::config())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn middleware_handles_a_message_once_across_processes() {
+    tidemill_testkit::dedup::handled_once_across_processes(
+        connected().await,
+        connected().await,
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn middleware_handles_a_failed_message_again() {
+    tidemill_testkit::dedup::failed_handling_is_handled_again(
+        connected().await,
+        connected().await,
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_removed_key_is_new_again() {
+    let store = store().await;
+    assert!(store
+        .check_and_set("r", Duration::from_secs(60))
+        .await
+        .unwrap());
+    store.remove("r").await.unwrap();
+    store.remove("never-set").await.unwrap();
+    assert!(store
+        .check_and_set("r", Duration::from_secs(60))
+        .await
+        .unwrap());
+}

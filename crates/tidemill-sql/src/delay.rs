@@ -1,7 +1,7 @@
 //! Delayed messages: the core's delay metadata
-//! ([`DELAY_FOR_KEY`](tidemill::components::delay::DELAY_FOR_KEY), milliseconds after
-//! publishing, or [`DELAY_UNTIL_KEY`](tidemill::components::delay::DELAY_UNTIL_KEY), Unix
-//! milliseconds; set them with [`Delay`](tidemill::components::delay::Delay) or a
+//! ([`DELAY_FOR_KEY`](tidemill::delay::DELAY_FOR_KEY), milliseconds after
+//! publishing, or [`DELAY_UNTIL_KEY`](tidemill::delay::DELAY_UNTIL_KEY), Unix
+//! milliseconds; set them with [`Delay`](tidemill::delay::Delay) or a
 //! [`DelayedPublisher`](tidemill::components::delay::DelayedPublisher)) is turned by the
 //! publisher into the row's `deliver_at`, and the subscriber delivers no sooner. The delivered
 //! message no longer carries the delay keys.
@@ -12,35 +12,29 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tidemill::components::delay::Delay;
+//! use tidemill::delay::Delay;
 //!
 //! let mut msg = tidemill::Message::new("remind me");
 //! Delay::For(Duration::from_secs(30)).apply(&mut msg);
 //! // publish as usual: subscribers see it in 30 s
 //! ```
 
-use tidemill::components::delay::{DELAY_FOR_KEY, DELAY_UNTIL_KEY};
+use std::time::UNIX_EPOCH;
+
+use tidemill::delay::{has_delay_keys, requested_delay, Delay};
 use tidemill::Metadata;
 
 /// The row's `deliver_at` (Unix ms) for a message published at `now`, and whether the
-/// metadata carried delay keys. [`DELAY_FOR_KEY`] wins over [`DELAY_UNTIL_KEY`], as in the core;
-/// malformed values are ignored.
+/// metadata carried delay keys (to be removed from the stored message). The core's
+/// [`requested_delay`] reads the keys; a time in the past means now.
 pub(crate) fn deliver_at(metadata: &Metadata, now: i64) -> (i64, bool) {
-    if metadata.is_empty() {
-        return (now, false);
-    }
-    let has = metadata.contains_key(DELAY_FOR_KEY) || metadata.contains_key(DELAY_UNTIL_KEY);
-    if let Some(ms) = metadata
-        .get(DELAY_FOR_KEY)
-        .and_then(|v| v.parse::<i64>().ok())
-    {
-        return (now + ms.max(0), has);
-    }
-    if let Some(at) = metadata
-        .get(DELAY_UNTIL_KEY)
-        .and_then(|v| v.parse::<i64>().ok())
-    {
-        return (at.max(now), has);
-    }
-    (now, has)
+    let at = match requested_delay(metadata) {
+        None => now,
+        Some(Delay::For(d)) => now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        Some(Delay::Until(t)) => {
+            let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+            i64::try_from(ms).unwrap_or(i64::MAX).max(now)
+        }
+    };
+    (at, has_delay_keys(metadata))
 }

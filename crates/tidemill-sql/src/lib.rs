@@ -119,6 +119,7 @@
 #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
 compile_error!("enable at least one of the cargo features `postgres`, `mysql`, `sqlite`");
 
+mod backend;
 pub mod config;
 pub mod dedup;
 pub mod delay;

@@ -306,25 +306,6 @@ pub(crate) async fn queue_release(
     Ok(())
 }
 
-pub(crate) async fn dedup_insert(
-    conn: &mut MySqlConnection,
-    tables: &Tables,
-    key: &str,
-    now: i64,
-) -> sqlx::Result<bool> {
-    let d = t(tables, tables.dedup_table());
-    // An ignored duplicate reports 0 rows; a concurrent transaction holding the same key
-    // makes this wait until it ends, so exactly one of them sees 1.
-    let done = sqlx::query(&format!(
-        "INSERT IGNORE INTO {d} (dedup_key, created_at) VALUES (?, ?)"
-    ))
-    .bind(key)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 pub(crate) async fn dedup_purge(
     pool: &MySqlPool,
     tables: &Tables,

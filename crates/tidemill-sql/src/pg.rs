@@ -246,23 +246,6 @@ pub(crate) async fn queue_release(
     Ok(())
 }
 
-pub(crate) async fn dedup_insert(
-    conn: &mut PgConnection,
-    tables: &Tables,
-    key: &str,
-    now: i64,
-) -> sqlx::Result<bool> {
-    let d = t(tables, tables.dedup_table());
-    let done = sqlx::query(&format!(
-        "INSERT INTO {d} (dedup_key, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-    ))
-    .bind(key)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 pub(crate) async fn dedup_purge(pool: &PgPool, tables: &Tables, before: i64) -> sqlx::Result<u64> {
     let d = t(tables, tables.dedup_table());
     let done = sqlx::query(&format!("DELETE FROM {d} WHERE created_at < $1"))

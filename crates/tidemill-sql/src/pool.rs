@@ -8,6 +8,7 @@ use std::str::FromStr;
 #[cfg(feature = "sqlite")]
 use sqlx::Connection;
 use tidemill::{Error, Result};
+use tokio::sync::OnceCell;
 
 use crate::config::{redact_url, Backend, SqlConfig};
 use crate::row::{Cursor, NewRow, StoredRow};
@@ -150,6 +151,21 @@ impl SqlPool {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(_) => Backend::Sqlite,
         }
+    }
+
+    /// Creates the tables once per `once` if `config` allows it (publishers and subscribers of
+    /// one [`SqlPubSub`](crate::SqlPubSub) share one `once`).
+    pub(crate) async fn ensure_schema(
+        &self,
+        config: &SqlConfig,
+        once: &OnceCell<()>,
+    ) -> Result<()> {
+        if !config.initialize_schema {
+            return Ok(());
+        }
+        once.get_or_try_init(|| self.create_schema(&config.tables))
+            .await
+            .map(drop)
     }
 
     /// Creates the adapter's tables if they are missing (the statements of

@@ -72,7 +72,7 @@ impl SqlPubSub {
     /// otherwise do it on first use). Call it before publishing inside transactions: on
     /// MariaDB/MySQL, DDL would commit the caller's transaction.
     pub async fn initialize(&self) -> Result<()> {
-        ensure_schema(&self.pool, &self.config, &self.schema).await
+        self.pool.ensure_schema(&self.config, &self.schema).await
     }
 
     /// A publisher.
@@ -103,19 +103,6 @@ impl SqlPubSub {
     }
 }
 
-pub(crate) async fn ensure_schema(
-    pool: &SqlPool,
-    config: &SqlConfig,
-    once: &OnceCell<()>,
-) -> Result<()> {
-    if !config.initialize_schema {
-        return Ok(());
-    }
-    once.get_or_try_init(|| pool.create_schema(&config.tables))
-        .await
-        .map(drop)
-}
-
 /// Publishes by inserting rows; `publish` returns once they are committed (one statement or
 /// transaction per call: all of a call's messages or none).
 ///
@@ -139,7 +126,8 @@ impl Publisher for SqlPublisher {
             return Ok(());
         }
         let first_id = messages[0].shared_id();
-        ensure_schema(&self.pool, &self.config, &self.schema)
+        self.pool
+            .ensure_schema(&self.config, &self.schema)
             .await
             .map_err(|e| Error::publish(topic, &*first_id, e))?;
         let now = now_ms();

@@ -46,8 +46,8 @@ pub(crate) fn encode(topic: &str, messages: Vec<Message>, now: i64) -> Result<Ve
             let (deliver_at, delayed) = crate::delay::deliver_at(&metadata, now);
             if delayed {
                 // The delay lives in the row; the delivered message comes without it.
-                metadata.remove(tidemill::components::delay::DELAY_FOR_KEY);
-                metadata.remove(tidemill::components::delay::DELAY_UNTIL_KEY);
+                metadata.remove(tidemill::delay::DELAY_FOR_KEY);
+                metadata.remove(tidemill::delay::DELAY_UNTIL_KEY);
             }
             let map: BTreeMap<&str, &str> = metadata.iter().collect();
             let metadata =

@@ -7,7 +7,7 @@
 
 use tidemill::{Error, Result};
 
-use crate::config::Backend;
+use crate::backend::Backend;
 
 /// The longest table prefix accepted, leaving room for the suffixes within every database's
 /// identifier limit (PostgreSQL: 63 bytes).

@@ -208,23 +208,6 @@ pub(crate) async fn queue_release(
     Ok(())
 }
 
-pub(crate) async fn dedup_insert(
-    conn: &mut SqliteConnection,
-    tables: &Tables,
-    key: &str,
-    now: i64,
-) -> sqlx::Result<bool> {
-    let d = t(tables, tables.dedup_table());
-    let done = sqlx::query(&format!(
-        "INSERT INTO {d} (dedup_key, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
-    ))
-    .bind(key)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 pub(crate) async fn dedup_purge(
     pool: &SqlitePool,
     tables: &Tables,

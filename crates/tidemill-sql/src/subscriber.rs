@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConsumeMode, SqlConfig};
 use crate::notify::{ListenerGuard, SharedListener};
 use crate::pool::SqlPool;
-use crate::publisher::ensure_schema;
 use crate::row::{now_ms, Cursor, StoredRow};
 use crate::schema::{validate_group, validate_topic};
 
@@ -93,7 +92,9 @@ impl Subscriber for SqlSubscriber {
         }
         validate_topic(topic)?;
         let inner = &self.inner;
-        ensure_schema(&inner.pool, &inner.config, &inner.schema)
+        inner
+            .pool
+            .ensure_schema(&inner.config, &inner.schema)
             .await
             .map_err(|e| Error::subscribe(topic, e))?;
         let listening = inner.listener.guard(&inner.pool, &inner.config.tables);
@@ -178,7 +179,9 @@ impl SubscribeInitializer for SqlSubscriber {
     async fn initialize_topic(&self, topic: &str) -> Result<()> {
         // Rows are kept whether or not anyone subscribed: the tables are all a topic needs.
         validate_topic(topic)?;
-        ensure_schema(&self.inner.pool, &self.inner.config, &self.inner.schema)
+        self.inner
+            .pool
+            .ensure_schema(&self.inner.config, &self.inner.schema)
             .await
             .map_err(|e| Error::subscribe(topic, e))?;
         #[cfg(feature = "mysql")]

@@ -14,7 +14,68 @@ per_backend!(
     seen_mark_follows_the_transaction,
     concurrent_transactions_one_winner,
     purge_forgets_old_keys,
+    middleware_handles_a_message_once_across_processes,
+    middleware_handles_a_failed_message_again,
+    store_respects_the_ttl_and_forgets_removed_keys,
 );
+
+/// A store on a pool of its own, as another process would have.
+async fn pooled_store(db: &Db) -> SqlDedupStore {
+    let ps = db.pubsub().await;
+    SqlDedupStore::on_pool(ps.pool().clone()).tables(Tables::new(common::PREFIX).unwrap())
+}
+
+async fn middleware_handles_a_message_once_across_processes(backend: Backend) {
+    let db = Db::new(backend);
+    tidemill_testkit::dedup::handled_once_across_processes(
+        pooled_store(&db).await,
+        pooled_store(&db).await,
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+async fn middleware_handles_a_failed_message_again(backend: Backend) {
+    let db = Db::new(backend);
+    tidemill_testkit::dedup::failed_handling_is_handled_again(
+        pooled_store(&db).await,
+        pooled_store(&db).await,
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+async fn store_respects_the_ttl_and_forgets_removed_keys(backend: Backend) {
+    use tidemill::middleware::DeduplicationStore;
+    let db = Db::new(backend);
+    let (a, b) = (pooled_store(&db).await, pooled_store(&db).await);
+    let ttl = Duration::from_millis(200);
+    let key = unique("ttl");
+    assert!(DeduplicationStore::check_and_set(&a, &key, ttl)
+        .await
+        .unwrap());
+    assert!(!DeduplicationStore::check_and_set(&b, &key, ttl)
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Expired: new again for exactly one of two concurrent checkers.
+    let (x, y) = tokio::join!(
+        DeduplicationStore::check_and_set(&a, &key, ttl),
+        DeduplicationStore::check_and_set(&b, &key, ttl)
+    );
+    assert_eq!(u8::from(x.unwrap()) + u8::from(y.unwrap()), 1);
+    DeduplicationStore::remove(&b, &key).await.unwrap();
+    assert!(
+        DeduplicationStore::check_and_set(&a, &key, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    // Without a pool the store says so instead of pretending.
+    let err = DeduplicationStore::check_and_set(&store(), &key, ttl)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("on_pool"), "{err}");
+}
 
 fn store() -> SqlDedupStore {
     SqlDedupStore::with_tables(Tables::new(common::PREFIX).unwrap())

@@ -77,6 +77,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use tidemill::{BoxError, Publisher, Result, Subscriber};
 
+pub mod dedup;
 pub mod helpers;
 pub mod scenarios;
 

@@ -42,6 +42,7 @@
 
 mod backoff;
 pub mod components;
+pub mod delay;
 pub mod error;
 pub mod in_process;
 pub mod limits;

@@ -42,7 +42,7 @@ pub fn broker_script(action: &str, port: u16, storage: &str) {
     );
 }
 
-/// Settings for tansu's gaps (see the crate docs, "Test brokers"): one message per record batch,
+/// Settings for tansu's gaps (see docs/testing.md): one message per record batch,
 /// so a group resuming at a committed offset never meets a batch it started inside of; short
 /// fetch waits, since tansu waits half the fetch wait even when it has records to send; and no
 /// idempotent producer, whose bookkeeping stalls tansu under concurrent producers (the mock

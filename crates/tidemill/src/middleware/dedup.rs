@@ -17,8 +17,12 @@ use crate::error::BoxError;
 use crate::message::Message;
 use crate::router::{Handler, HandlerError};
 
-/// Remembers keys for a while. Adapter crates implement it on shared stores (Redis, SQL) so that
-/// several processes deduplicate together; [`InMemoryDeduplicationStore`] serves one process.
+/// Remembers keys for a while. Adapter crates implement it on shared stores so that several
+/// processes deduplicate together: `tidemill_redis::RedisDeduplicationStore` (the ttl is the
+/// key's expiry), `tidemill_sql::SqlDedupStore` built with `on_pool` (the ttl is compared with
+/// when the key was recorded) and `tidemill_nats::KvDeduplicationStore` (the bucket's maximum
+/// age is the window; another ttl is refused). [`InMemoryDeduplicationStore`] serves one
+/// process.
 ///
 /// ```
 /// use std::time::Duration;
