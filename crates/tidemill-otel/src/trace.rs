@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use async_trait::async_trait;
+use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::Context;
 use tidemill::middleware::correlation_id;
@@ -237,8 +238,11 @@ impl<S: Handler> Service<Message> for Tracing<S> {
             let _entered = span.enter();
             self.inner.call(msg)
         };
+        // The outputs are published inside the handling: with no subscriber recording spans,
+        // the incoming context is made current there, so the publisher continues its trace.
+        let otel_cx = produced_in.clone().unwrap_or_else(Context::current);
         TracingFuture {
-            inner: fut.instrument(span),
+            inner: fut.with_context(otel_cx).instrument(span),
             produced_in,
         }
     }
@@ -259,7 +263,7 @@ pin_project_lite::pin_project! {
 /// ```
     pub struct TracingFuture<F> {
         #[pin]
-        inner: Instrumented<F>,
+        inner: Instrumented<WithContext<F>>,
         produced_in: Option<Context>,
     }
 }
@@ -443,7 +447,11 @@ impl<P: Publisher> Publisher for TracingPublisher<P> {
                         let _ = span.set_parent(carried);
                     }
                 }
-                None => {}
+                None => {
+                    // Inside a span, such as a handling whose outputs the router publishes:
+                    // its whole context is the parent, baggage included.
+                    let _ = span.set_parent(current_context());
+                }
             }
             if messages.len() == 1 {
                 span.record("messaging.message.id", messages[0].id());

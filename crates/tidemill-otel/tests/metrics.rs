@@ -320,7 +320,8 @@ async fn router_events_are_counted() {
     let panicked = Arc::new(AtomicBool::new(false));
     router
         .handler("h")
-        .subscribe("in", ps.clone())
+        // A group keeps what the dead loop held for its restart.
+        .subscribe("in", ps.with_group("g"))
         .handle(move |msg| {
             let first = !panicked.swap(true, Ordering::SeqCst);
             async move {

@@ -87,7 +87,11 @@ async fn a_panicking_loop_is_reported_restarted_and_loses_nothing() {
 #[tokio::test]
 async fn a_loop_that_keeps_dying_fails_the_router_loudly() {
     let ps = InProcessPubSub::new().with_group("g");
-    let router = Router::with_config(RouterConfig::default().restart_policy(RestartPolicy::Never));
+    let router = Router::with_config(
+        RouterConfig::default()
+            .restart_policy(RestartPolicy::Never)
+            .close_pubsubs(false),
+    );
     let log = events(&router);
     router
         .handler("always-panics")

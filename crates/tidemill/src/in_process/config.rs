@@ -45,7 +45,7 @@ impl Default for InProcessConfig {
             persistent: false,
             block_publish_until_acked: false,
             when_full: WhenFull::Wait,
-            nack_delay: Duration::from_millis(10),
+            nack_delay: crate::options::DEFAULT_NACK_DELAY,
             max_in_flight: 1,
         }
     }
@@ -79,7 +79,7 @@ impl InProcessConfig {
         self
     }
 
-    /// How long a nacked message waits before it comes back. Default 10 ms.
+    /// How long a nacked message waits before it comes back. Default 100 ms ([`DEFAULT_NACK_DELAY`](crate::options::DEFAULT_NACK_DELAY)).
     pub fn nack_delay(mut self, delay: Duration) -> Self {
         self.nack_delay = delay;
         self

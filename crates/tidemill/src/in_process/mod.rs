@@ -9,7 +9,7 @@
 //! | no subscriber | the message is dropped, unless the pub/sub is persistent (then new subscribers and new groups get the history) |
 //! | consumers slower than producers | each subscription (or group) buffers up to `buffer_size` messages; then `publish` waits ([`WhenFull::Wait`], the default) or fails with [`Error::Full`] ([`WhenFull::Fail`]) |
 //! | in flight | each subscription holds at most `max_in_flight` unsettled deliveries (default 1, which keeps order) |
-//! | nack | the message comes back first, after the nack delay (default 10 ms), so a nack loop never spins a core; the messages behind it wait, which keeps order |
+//! | nack | the message comes back first, after the nack delay (default 100 ms), so a nack loop never spins a core; the messages behind it wait, which keeps order |
 //! | nack with a delay (`nack_after`, a handler's `RetryAfter`) | the message is parked until due while the messages behind it go on; then it comes back before them |
 //! | delay metadata ([`delay`](crate::delay)) | the message is parked until due without holding back the others, and delivered without the delay metadata; parked messages count against `buffer_size` |
 //! | groups | a group lives as long as the pub/sub: with no member it keeps buffering, then applies `WhenFull` |
@@ -161,6 +161,10 @@ impl Publisher for InProcessPubSub {
         self.shared.close();
         Ok(())
     }
+
+    fn instance_id(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
+    }
 }
 
 #[async_trait]
@@ -193,6 +197,30 @@ impl Subscriber for InProcessPubSub {
 
     fn as_initializer(&self) -> Option<&dyn SubscribeInitializer> {
         Some(self)
+    }
+
+    fn max_in_flight(&self) -> Option<usize> {
+        Some(self.shared.config.max_in_flight)
+    }
+
+    fn group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
+    /// Dead letters go to the dead-letter topic of this pub/sub.
+    fn dead_letter_publisher(&self) -> Option<Arc<dyn Publisher>> {
+        Some(Arc::new(Self {
+            shared: self.shared.clone(),
+            group: None,
+        }))
+    }
+
+    /// Handles on one pub/sub in one group are one subscriber; each group is another.
+    fn instance_id(&self) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.group.hash(&mut h);
+        (Arc::as_ptr(&self.shared) as usize) ^ (h.finish() as usize)
     }
 }
 

@@ -52,7 +52,7 @@ async fn nack_comes_back_first_after_the_delay() {
     s.next().await.unwrap().unwrap().nack();
     let again = s.next().await.unwrap().unwrap();
     assert_eq!(again.message().id(), "1");
-    assert_eq!(start.elapsed(), Duration::from_millis(10));
+    assert_eq!(start.elapsed(), crate::options::DEFAULT_NACK_DELAY);
     again.ack();
     assert_eq!(s.next().await.unwrap().unwrap().message().id(), "2");
 }

@@ -9,6 +9,11 @@ use crate::backoff::Backoff;
 /// the death is logged at ERROR and reported as a [`RouterEvent`](super::RouterEvent), and the
 /// deliveries it held are nacked, not lost.
 ///
+/// A restart subscribes again. In a consumer group, what the dead loop held comes back to the
+/// new subscription; a subscription without a group starts again where its subscriber's start
+/// position says, and on brokers that keep such a subscription's position in memory only (the
+/// in-process pub/sub, Redis without a group) what the old one had not yet delivered is gone.
+///
 /// The default restarts up to 5 times, waiting 100 ms doubling up to 10 s; the count starts
 /// over once a loop has run for a minute. When the policy gives up, the router closes and
 /// [`Router::run`](super::Router::run) returns
