@@ -394,7 +394,7 @@ mod tests {
     #[test]
     fn url_options_are_read_and_stripped() {
         let c = AmqpConfig::from_url(
-            "amqp://u:p@h:5672/%2f?group=g&prefetch=7&heartbeat=5&durable=false",
+            "amqp://u:p@h:5672/%2f?group=g&max_in_flight=7&heartbeat=5&durable=false",
         )
         .unwrap();
         assert_eq!(c.group.as_deref(), Some("g"));

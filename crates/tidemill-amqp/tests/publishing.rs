@@ -192,7 +192,7 @@ async fn invalid_input_is_refused_before_sending() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Publish { ref message_id, .. } if message_id == "k"),
+        matches!(err, Error::InvalidMetadata { ref message_id, .. } if message_id == "k"),
         "{err}"
     );
     publisher.close().await.unwrap();

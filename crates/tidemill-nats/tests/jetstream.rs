@@ -157,7 +157,7 @@ async fn invalid_subjects_are_rejected_before_sending() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Publish { .. }), "{err}");
+    assert!(matches!(err, Error::InvalidMetadata { .. }), "{err}");
 }
 
 #[tokio::test]

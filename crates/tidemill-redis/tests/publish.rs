@@ -109,12 +109,10 @@ async fn reserved_metadata_keys_and_bad_topics_are_refused_before_sending() {
     ];
     let err = publisher.publish(&topic, batch).await.unwrap_err();
     match &err {
-        Error::Publish {
-            topic: t,
-            message_id,
-            ..
+        Error::InvalidMetadata {
+            message_id, key, ..
         } => {
-            assert_eq!(t, &topic);
+            assert_eq!(key, "payload");
             assert_eq!(message_id, "bad");
         }
         other => panic!("unexpected error {other}"),

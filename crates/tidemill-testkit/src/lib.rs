@@ -302,6 +302,7 @@ macro_rules! conformance_tests {
                 every_delivery_settled_once,
                 exactly_once_across_nacks,
                 router_close_under_load_loses_nothing,
+                metadata_is_refused_as_the_limits_say_or_carried_unchanged,
             }
         }
     };

@@ -21,12 +21,14 @@ use crate::{Broker, Features, Mode, TestTarget};
 
 mod delivery;
 mod groups;
+mod limits;
 mod resilience;
 mod router;
 mod settlement;
 
 pub use delivery::*;
 pub use groups::*;
+pub use limits::*;
 pub use resilience::*;
 pub use router::*;
 pub use settlement::*;
