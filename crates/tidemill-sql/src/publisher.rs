@@ -77,12 +77,7 @@ impl SqlPubSub {
 
     /// A publisher.
     pub fn publisher(&self) -> SqlPublisher {
-        SqlPublisher {
-            pool: self.pool.clone(),
-            config: self.config.clone(),
-            schema: self.schema.clone(),
-            closed: Arc::new(AtomicBool::new(false)),
-        }
+        SqlPublisher::new(self.pool.clone(), self.config.clone(), self.schema.clone())
     }
 
     /// A subscriber in consumer group `group`, or, without a group, one that receives what is
@@ -115,13 +110,38 @@ pub struct SqlPublisher {
     closed: Arc<AtomicBool>,
 }
 
+impl SqlPublisher {
+    pub(crate) fn new(pool: SqlPool, config: Arc<SqlConfig>, schema: Arc<OnceCell<()>>) -> Self {
+        Self {
+            pool,
+            config,
+            schema,
+            closed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
 #[async_trait]
 impl Publisher for SqlPublisher {
+    /// Metadata is stored as a JSON object of strings: any UTF-8 name and value. Payloads up to
+    /// what the database takes in one value: 1 GiB on PostgreSQL (`bytea`), 16 MiB on
+    /// MariaDB/MySQL (the default `max_allowed_packet`), 1 GB on SQLite (`SQLITE_MAX_LENGTH`).
+    fn limits(&self) -> tidemill::Limits {
+        let (adapter, max) = match self.pool.backend() {
+            crate::Backend::Postgres => ("PostgreSQL", (1 << 30) - 1024),
+            crate::Backend::MySql => ("MariaDB/MySQL", 16 * 1024 * 1024 - 1024),
+            crate::Backend::Sqlite => ("SQLite", 1_000_000_000 - 1024),
+        };
+        tidemill::Limits::new(adapter)
+            .max_payload(max)
+            .topic_rule(validate_topic)
+    }
+
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed("publisher"));
         }
-        validate_topic(topic)?;
+        self.limits().check_all(topic, &messages)?;
         if messages.is_empty() {
             return Ok(());
         }

@@ -86,6 +86,24 @@ impl SqlSubscriber {
 
 #[async_trait]
 impl Subscriber for SqlSubscriber {
+    fn max_in_flight(&self) -> Option<usize> {
+        Some(self.inner.config.max_in_flight)
+    }
+
+    fn group(&self) -> Option<&str> {
+        self.inner.group.as_deref()
+    }
+
+    /// Dead letters are rows of the dead-letter topic in the same tables.
+    fn dead_letter_publisher(&self) -> Option<Arc<dyn tidemill::Publisher>> {
+        let inner = &self.inner;
+        Some(Arc::new(crate::SqlPublisher::new(
+            inner.pool.clone(),
+            inner.config.clone(),
+            inner.schema.clone(),
+        )))
+    }
+
     async fn subscribe(&self, topic: &str) -> Result<Subscription> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed("subscriber"));
