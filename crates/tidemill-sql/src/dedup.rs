@@ -119,7 +119,7 @@ pub const MAX_KEY_LEN: usize = 255;
 /// use tidemill::middleware::{DeduplicationStore, DeduplicatorLayer};
 /// use tidemill_sql::{SqlConfig, SqlDedupStore, SqlPubSub};
 ///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tidemill::BoxError> {
 /// let pubsub = SqlPubSub::connect(SqlConfig::from_url("sqlite::memory:")?).await?;
 /// pubsub.initialize().await?;
 /// let store = SqlDedupStore::on_pool(pubsub.pool().clone());
