@@ -119,7 +119,7 @@ pub const MAX_KEY_LEN: usize = 255;
 /// use tidemill::middleware::{DeduplicationStore, DeduplicatorLayer};
 /// use tidemill_sql::{SqlConfig, SqlDedupStore, SqlPubSub};
 ///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tidemill::BoxError> {
 /// let pubsub = SqlPubSub::connect(SqlConfig::from_url("sqlite::memory:")?).await?;
 /// pubsub.initialize().await?;
 /// let store = SqlDedupStore::on_pool(pubsub.pool().clone());
@@ -274,9 +274,17 @@ impl SqlDedupStore {
     /// Forgets keys recorded more than `age` ago; returns how many. Run it now and then: a key
     /// must be kept at least as long as the broker may redeliver its message.
     pub async fn purge_older_than(&self, pool: &SqlPool, age: Duration) -> Result<u64> {
-        pool.dedup_purge(&self.tables, now_ms() - age.as_millis() as i64)
-            .await
-            .map_err(|e| Error::Other(Box::new(e)))
+        let before = now_ms() - age.as_millis() as i64;
+        let d = |b: Backend| self.tables.q(b, &self.tables.dedup_table());
+        let done = on_pool_conn!(pool, |c, b| {
+            let sql = format!("DELETE FROM {} WHERE created_at < {}", d(b), ph(b, 1));
+            sqlx::query(&sql)
+                .bind(before)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
+        });
+        done.map_err(|e| Error::Other(Box::new(e)))
     }
 }
 

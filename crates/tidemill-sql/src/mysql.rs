@@ -305,16 +305,3 @@ pub(crate) async fn queue_release(
     qb.build().execute(pool).await?;
     Ok(())
 }
-
-pub(crate) async fn dedup_purge(
-    pool: &MySqlPool,
-    tables: &Tables,
-    before: i64,
-) -> sqlx::Result<u64> {
-    let d = t(tables, tables.dedup_table());
-    let done = sqlx::query(&format!("DELETE FROM {d} WHERE created_at < ?"))
-        .bind(before)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected())
-}

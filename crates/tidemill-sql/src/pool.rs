@@ -376,17 +376,6 @@ impl SqlPool {
             Self::Sqlite(p) => crate::sqlite::queue_release(p, tables, positions, deliver_at).await,
         }
     }
-
-    pub(crate) async fn dedup_purge(&self, tables: &Tables, before: i64) -> sqlx::Result<u64> {
-        match self {
-            #[cfg(feature = "postgres")]
-            Self::Postgres(p) => crate::pg::dedup_purge(p, tables, before).await,
-            #[cfg(feature = "mysql")]
-            Self::MySql(p) => crate::mysql::dedup_purge(p, tables, before).await,
-            #[cfg(feature = "sqlite")]
-            Self::Sqlite(p) => crate::sqlite::dedup_purge(p, tables, before).await,
-        }
-    }
 }
 
 pub(crate) mod private {

@@ -17,14 +17,17 @@
 //!
 //! Inside: the options (`config`), a registry of topics that fans a publish out to one queue per
 //! subscription or group (`topic`), the queue that buffers and parks messages (`queue`), the
-//! stream reading a queue through a window of unsettled deliveries (`subscription`), and the
-//! settlement of those deliveries (`acker`).
+//! stream reading a queue (`subscription`) within its window of unsettled deliveries (`window`),
+//! the settlement of those deliveries (`acker`), and the count of unsettled copies a blocking
+//! publish waits for (`ack_wait`).
 
+mod ack_wait;
 mod acker;
 mod config;
 mod queue;
 mod subscription;
 mod topic;
+mod window;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,11 +36,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use self::acker::AckWait;
+use self::ack_wait::AckWait;
 pub use self::config::{InProcessConfig, WhenFull};
 use self::queue::Entry;
-use self::subscription::{Reader, Window};
+use self::subscription::Reader;
 use self::topic::Shared;
+use self::window::Window;
 use crate::error::{validate_topic, Error, Result};
 use crate::message::Message;
 use crate::pubsub::{Publisher, SubscribeInitializer, Subscriber, Subscription};

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::acker::{AckToken, AckWait};
+use super::ack_wait::{AckToken, AckWait};
 use super::config::{InProcessConfig, WhenFull};
 use crate::delay;
 use crate::error::{Error, Result};

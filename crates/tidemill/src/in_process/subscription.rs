@@ -1,53 +1,12 @@
-//! One subscription's stream: the reader of its queue and the window of unsettled deliveries.
+//! One subscription's stream: reads its queue, within its window of unsettled deliveries.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use futures::task::AtomicWaker;
 
 use super::acker::InProcessSettle;
 use super::queue::Queue;
 use super::topic::Shared;
+use super::window::Window;
 use crate::pubsub::{Acker, Delivery};
-
-/// How many deliveries of one subscription are unsettled, and the waker of a stream waiting for
-/// one to settle.
-pub(super) struct Window {
-    pub(super) in_flight: AtomicUsize,
-    pub(super) max: usize,
-    pub(super) waker: AtomicWaker,
-}
-
-impl Window {
-    pub(super) fn new(max: usize) -> Self {
-        Self {
-            in_flight: AtomicUsize::new(0),
-            max,
-            waker: AtomicWaker::new(),
-        }
-    }
-
-    pub(super) fn poll_acquire(&self, cx: &mut Context<'_>) -> Poll<()> {
-        // Only the subscription's stream acquires, so load-then-add does not race with itself.
-        if self.in_flight.load(Ordering::Acquire) < self.max {
-            self.in_flight.fetch_add(1, Ordering::AcqRel);
-            return Poll::Ready(());
-        }
-        self.waker.register(cx.waker());
-        if self.in_flight.load(Ordering::Acquire) < self.max {
-            self.in_flight.fetch_add(1, Ordering::AcqRel);
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    }
-
-    pub(super) fn release(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == self.max {
-            self.waker.wake();
-        }
-    }
-}
 
 /// The state behind one subscription's stream.
 pub(super) struct Reader {

@@ -1,0 +1,221 @@
+//! [`SqlSubscriber`]: reads topics as logs (offsets per consumer group) or as queues.
+//!
+//! Inside: the subscriber hands each subscription to a task, in log mode (`log`) or queue mode
+//! (`queue`); both share the stream and settlement channel of `task`, and deliveries settle
+//! through `settle`.
+
+mod log;
+mod queue;
+mod settle;
+mod task;
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tidemill::{Delivery, Error, Result, SubscribeInitializer, Subscriber, Subscription};
+use tokio::sync::{mpsc, OnceCell};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::log::LogTask;
+use self::queue::QueueTask;
+use self::task::Common;
+use crate::config::{ConsumeMode, SqlConfig};
+use crate::notify::SharedListener;
+use crate::pool::SqlPool;
+use crate::row::Cursor;
+use crate::schema::{validate_group, validate_topic};
+
+/// Receives messages from the database.
+///
+/// In [`Log`](ConsumeMode::Log) mode (the default) each consumer group has an offset per topic
+/// in `<prefix>offsets`; a group member holds a lease on that row while it reads, so members
+/// take turns and no message goes to two of them; a new group starts at the topic's first
+/// message. Without a group, a subscription starts at the end of the topic and keeps its offset
+/// in memory. In [`Queue`](ConsumeMode::Queue) mode members claim rows in parallel and an ack
+/// deletes the row.
+///
+/// Acks are written in batches by the subscription's task; `close` writes those still pending
+/// and ends every subscription. Dropping the subscriber leaves running subscriptions alone;
+/// dropping a subscription ends it (writing its acks).
+#[derive(Clone, Debug)]
+pub struct SqlSubscriber {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: SqlPool,
+    config: Arc<SqlConfig>,
+    schema: Arc<OnceCell<()>>,
+    group: Option<String>,
+    owner: String,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    listener: Arc<SharedListener>,
+    closed: AtomicBool,
+}
+
+impl SqlSubscriber {
+    pub(crate) fn new(
+        pool: SqlPool,
+        config: Arc<SqlConfig>,
+        schema: Arc<OnceCell<()>>,
+        listener: Arc<SharedListener>,
+        group: Option<&str>,
+    ) -> Result<Self> {
+        if let Some(g) = group {
+            validate_group(g)?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                schema,
+                group: group.map(str::to_owned),
+                owner: uuid::Uuid::new_v4().simple().to_string(),
+                stop: CancellationToken::new(),
+                tasks: Mutex::new(Vec::new()),
+                listener,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The consumer group, if any.
+    pub fn group(&self) -> Option<&str> {
+        self.inner.group.as_deref()
+    }
+}
+
+#[async_trait]
+impl Subscriber for SqlSubscriber {
+    fn max_in_flight(&self) -> Option<usize> {
+        Some(self.inner.config.max_in_flight)
+    }
+
+    fn group(&self) -> Option<&str> {
+        self.inner.group.as_deref()
+    }
+
+    /// Dead letters are rows of the dead-letter topic in the same tables.
+    fn dead_letter_publisher(&self) -> Option<Arc<dyn tidemill::Publisher>> {
+        let inner = &self.inner;
+        Some(Arc::new(crate::SqlPublisher::new(
+            inner.pool.clone(),
+            inner.config.clone(),
+            inner.schema.clone(),
+        )))
+    }
+
+    async fn subscribe(&self, topic: &str) -> Result<Subscription> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("subscriber"));
+        }
+        validate_topic(topic)?;
+        let inner = &self.inner;
+        inner
+            .pool
+            .ensure_schema(&inner.config, &inner.schema)
+            .await
+            .map_err(|e| Error::subscribe(topic, e))?;
+        let listening = inner.listener.guard(&inner.pool, &inner.config.tables);
+        let tables = &inner.config.tables;
+        let wake = crate::notify::register(tables.prefix(), topic);
+        let (out, mut rx) = mpsc::channel::<Delivery>(1);
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+        let common = Common {
+            pool: inner.pool.clone(),
+            config: inner.config.clone(),
+            topic: Arc::from(topic),
+            out,
+            settle_tx,
+            settle_rx,
+            wake,
+            stop: inner.stop.child_token(),
+            in_flight: 0,
+            _listening: listening,
+        };
+        let task = match inner.config.mode {
+            ConsumeMode::Log => {
+                let (start, skip) = match &inner.group {
+                    Some(_) => (Cursor::default(), HashSet::new()),
+                    // Without a group: start at the end, decided before subscribe returns.
+                    None => inner
+                        .pool
+                        .head(tables, topic)
+                        .await
+                        .map_err(|e| Error::subscribe(topic, e))?,
+                };
+                let task = LogTask {
+                    c: common,
+                    group: inner.group.clone(),
+                    owner: inner.owner.clone(),
+                    leased: inner.group.is_none(),
+                    read: start,
+                    acked: start,
+                    flushed: start,
+                    skip,
+                    buffer: VecDeque::new(),
+                    pending: VecDeque::new(),
+                    next_seq: 0,
+                    last_flush: Instant::now(),
+                };
+                tokio::spawn(task.run())
+            }
+            ConsumeMode::Queue => tokio::spawn(
+                QueueTask {
+                    c: common,
+                    buffer: VecDeque::new(),
+                    delivered: HashSet::new(),
+                }
+                .run(),
+            ),
+        };
+        {
+            let mut tasks = inner.tasks.lock();
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|d| d.map(Ok)));
+        Ok(Subscription::new(topic, stream))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.stop.cancel();
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock());
+        for task in tasks {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+
+    fn as_initializer(&self) -> Option<&dyn SubscribeInitializer> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl SubscribeInitializer for SqlSubscriber {
+    async fn initialize_topic(&self, topic: &str) -> Result<()> {
+        // Rows are kept whether or not anyone subscribed: the tables are all a topic needs.
+        validate_topic(topic)?;
+        self.inner
+            .pool
+            .ensure_schema(&self.inner.config, &self.inner.schema)
+            .await
+            .map_err(|e| Error::subscribe(topic, e))?;
+        #[cfg(feature = "mysql")]
+        if let crate::SqlPool::MySql(pool) = &self.inner.pool {
+            crate::mysql::ensure_sequence(pool, self.inner.config.tables(), topic)
+                .await
+                .map_err(|e| Error::subscribe(topic, e))?;
+        }
+        Ok(())
+    }
+}
