@@ -116,7 +116,7 @@ impl AmqpConfig {
             dead_letter_queue: Arc::new(|queue| format!("{queue}.dead")),
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
-            close_timeout: Duration::from_secs(30),
+            close_timeout: tidemill::options::DEFAULT_CLOSE_TIMEOUT,
             tls_ca_pem: None,
             tls_identity: None,
         }
@@ -337,7 +337,7 @@ impl AmqpConfig {
     }
 
     /// How long `close` waits for in-flight publishes and unsettled deliveries before it closes
-    /// the connection anyway (the broker then requeues what was unsettled). Default 30 s.
+    /// the connection anyway (the broker then requeues what was unsettled). Default 10 s.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self

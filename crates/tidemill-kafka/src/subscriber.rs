@@ -297,6 +297,18 @@ impl Subscriber for KafkaSubscriber {
     fn group(&self) -> Option<&str> {
         self.inner.config.group.as_deref()
     }
+
+    /// Dead letters go to the dead-letter topic on the same brokers, through a producer of
+    /// their own (the topic is created like any other).
+    fn dead_letter_publisher(&self) -> Option<Arc<dyn tidemill::Publisher>> {
+        match crate::KafkaPublisher::new(self.inner.config.clone()) {
+            Ok(publisher) => Some(Arc::new(publisher)),
+            Err(error) => {
+                tracing::warn!(%error, "no dead-letter producer: rejected messages are kept and come back");
+                None
+            }
+        }
+    }
 }
 
 fn tokio_stream_from<T: Send + 'static>(

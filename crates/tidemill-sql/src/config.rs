@@ -51,6 +51,7 @@ pub struct SqlConfig {
     pub(crate) acquire_timeout: Duration,
     pub(crate) busy_timeout: Duration,
     pub(crate) ack_flush_interval: Duration,
+    pub(crate) close_timeout: Duration,
 }
 
 impl Default for SqlConfig {
@@ -62,7 +63,7 @@ impl Default for SqlConfig {
             mode: ConsumeMode::Log,
             batch_size: 128,
             max_in_flight: 1,
-            nack_delay: Duration::from_millis(100),
+            nack_delay: tidemill::options::DEFAULT_NACK_DELAY,
             min_poll_interval: Duration::from_millis(10),
             max_poll_interval: Duration::from_millis(500),
             lease: Duration::from_secs(30),
@@ -70,6 +71,7 @@ impl Default for SqlConfig {
             acquire_timeout: Duration::from_secs(30),
             busy_timeout: Duration::from_secs(5),
             ack_flush_interval: Duration::from_millis(50),
+            close_timeout: tidemill::options::DEFAULT_CLOSE_TIMEOUT,
         }
     }
 }
@@ -170,6 +172,13 @@ impl SqlConfig {
     /// SQLite's busy timeout: how long a writer waits for another (default 5 s).
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
+        self
+    }
+
+    /// How long `close` waits for the subscriptions to write their pending acks. Default 10 s.
+    /// A delivery settled after `close` returned is not written: it comes again (at least once).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
         self
     }
 

@@ -189,10 +189,17 @@ impl Subscriber for SqlSubscriber {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.stop.cancel();
         let tasks = std::mem::take(&mut *self.inner.tasks.lock());
-        for task in tasks {
-            let _ = task.await;
-        }
-        Ok(())
+        let timeout = self.inner.config.close_timeout;
+        tokio::time::timeout(timeout, async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        })
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: "closing the SQL subscriber (writing its acks)",
+            timeout,
+        })
     }
 
     fn as_initializer(&self) -> Option<&dyn SubscribeInitializer> {
