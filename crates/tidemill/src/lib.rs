@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use futures::StreamExt;
-//! use tidemill::{HandlerResult, InProcessPubSub, Message, Publisher, Router, Subscriber};
+//! use tidemill::{InProcessPubSub, Message, PublisherExt, Router, Subscriber};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let pubsub = InProcessPubSub::new();
@@ -19,22 +19,17 @@
 //!     .handler("shout")
 //!     .subscribe("words", pubsub.clone())
 //!     .publish_to("shouts", pubsub.clone())
-//!     .handle(|msg: Message| async move {
+//!     .handle(|msg| async move {
 //!         let text = String::from_utf8_lossy(msg.payload()).to_uppercase();
-//!         HandlerResult::Ok(Message::new(text))
+//!         Ok(Message::new(text))
 //!     })?;
 //! let mut shouts = pubsub.subscribe("shouts").await?;
-//! let running = tokio::spawn({
-//!     let router = router.clone();
-//!     async move { router.run().await }
-//! });
-//! router.running().await;
-//! pubsub.publish("words", vec![Message::new("hello")]).await?;
+//! let running = router.start().await?; // in the background, every handler subscribed
+//! pubsub.publish_one("words", Message::new("hello")).await?;
 //! let delivery = shouts.next().await.unwrap()?;
 //! assert_eq!(delivery.message().payload().as_ref(), b"HELLO");
 //! delivery.ack();
-//! router.close().await?;
-//! running.await??;
+//! running.close().await?;
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]

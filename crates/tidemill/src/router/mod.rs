@@ -237,8 +237,8 @@ enum State {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tidemill::router::{HandlerResult, Router};
-/// use tidemill::{InProcessPubSub, Message, Publisher};
+/// use tidemill::router::Router;
+/// use tidemill::{InProcessPubSub, Message, PublisherExt};
 ///
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let pubsub = InProcessPubSub::new();
@@ -246,19 +246,15 @@ enum State {
 /// router
 ///     .handler("print")
 ///     .subscribe("events", pubsub.clone())
-///     .handle(|msg: Message| async move {
+///     .handle(|msg| async move {
 ///         println!("got {}", msg.id());
-///         HandlerResult::Ok(())
+///         Ok(())
 ///     })?;
 ///
-/// let run = tokio::spawn({
-///     let router = router.clone();
-///     async move { router.run().await }
-/// });
-/// router.running().await;
-/// pubsub.publish("events", vec![Message::new("x")]).await?;
-/// router.close().await?;
-/// run.await??;
+/// // Or `router.run().await` in a task of your own.
+/// let running = router.start().await?;
+/// pubsub.publish_one("events", Message::new("x")).await?;
+/// running.close().await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
