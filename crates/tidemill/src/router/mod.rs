@@ -236,7 +236,6 @@ enum State {
 /// Runs handlers. Cloning gives another handle on the same router.
 ///
 /// ```
-/// use std::time::Duration;
 /// use tidemill::router::Router;
 /// use tidemill::{InProcessPubSub, Message, PublisherExt};
 ///
