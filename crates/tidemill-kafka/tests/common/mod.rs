@@ -74,7 +74,11 @@ impl Broker for Connected {
     async fn subscriber(&self, group: Option<&str>) -> Result<Arc<dyn Subscriber>> {
         let config = match group {
             Some(group) => self.config.clone().group(group),
-            None => self.config.clone(),
+            // The suite's subscribers without a group read each fresh topic from its start.
+            None => self
+                .config
+                .clone()
+                .start_position(tidemill::StartPosition::Beginning),
         };
         Ok(Arc::new(KafkaSubscriber::new(config)?))
     }
