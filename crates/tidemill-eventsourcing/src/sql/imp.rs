@@ -106,8 +106,33 @@ macro_rules! sql_backend {
                 }
             }
 
+            /// A text column as the driver decodes it: binary collations (MySQL, chosen for
+            /// case-sensitive names) are reported as bytes, so cast them back to text.
+            fn text(n: &Names, col: &str) -> String {
+                if n.backend == Backend::MySql {
+                    format!("CAST({col} AS CHAR)")
+                } else {
+                    col.to_owned()
+                }
+            }
+
+            fn event_cols(n: &Names) -> String {
+                if n.backend == Backend::MySql {
+                    EVENT_COLUMNS
+                        .split(", ")
+                        .map(|c| match c {
+                            "stream" | "event_id" | "event_type" | "metadata" => text(n, c),
+                            other => other.to_owned(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                } else {
+                    EVENT_COLUMNS.to_owned()
+                }
+            }
+
             fn cols(n: &Names) -> String {
-                format!("{}, {EVENT_COLUMNS}", commit_col(n))
+                format!("{}, {}", commit_col(n), event_cols(n))
             }
 
             pub(crate) async fn create_schema(pool: &Pool, n: &Names) -> Result<()> {
@@ -158,7 +183,9 @@ macro_rules! sql_backend {
 
             async fn find_ids(tx: &mut Tx, n: &Names, events: &[NewEvent]) -> sqlx::Result<Vec<Existing>> {
                 let mut qb = QueryBuilder::<$db>::new(format!(
-                    "SELECT event_id, stream, version, {}, position FROM {} WHERE event_id IN (",
+                    "SELECT {}, {}, version, {}, position FROM {} WHERE event_id IN (",
+                    text(n, "event_id"),
+                    text(n, "stream"),
                     commit_col(n),
                     n.events
                 ));
@@ -681,7 +708,9 @@ macro_rules! sql_backend {
             ) -> Result<Vec<(RecordedEvent, String)>> {
                 let rows: Vec<(i64, i64, String, i64, String, String, i64, Vec<u8>, String, i64, String)> =
                     sqlx::query_as(&n.sql(&format!(
-                        "SELECT commit_key, {EVENT_COLUMNS}, error FROM {} WHERE projection = ? ORDER BY id",
+                        "SELECT commit_key, {}, {} FROM {} WHERE projection = ? ORDER BY id",
+                        event_cols(n),
+                        text(n, "error"),
                         n.dead
                     )))
                     .bind(projection)
