@@ -82,7 +82,9 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
 /// assert_eq!(&e.payload[..], br#"{"name":"B"}"#);
 /// ```
 pub fn encode_event<E: Serialize>(event: &E, schema_version: u32) -> Result<NewEvent> {
-    let bad = |m: String| Error::Config(format!("events must serialize as {{\"type\", \"data\"}} (serde(tag = \"type\", content = \"data\")): {m}"));
+    let bad = |m: String| {
+        Error::Config(format!("events must serialize as {{\"type\", \"data\"}} (serde(tag = \"type\", content = \"data\")): {m}"))
+    };
     let value = serde_json::to_value(event).map_err(|e| bad(e.to_string()))?;
     let Value::Object(mut obj) = value else {
         return Err(bad("not an object".into()));
@@ -114,7 +116,12 @@ pub fn decode_event<E: DeserializeOwned>(
     };
     let data: Value = serde_json::from_slice(&record.payload).map_err(|e| bad(e.into()))?;
     let data = upcasters
-        .upcast(&record.event_type, record.schema_version, current_version, data)
+        .upcast(
+            &record.event_type,
+            record.schema_version,
+            current_version,
+            data,
+        )
         .map_err(bad)?;
     let mut obj = serde_json::Map::new();
     obj.insert("type".into(), Value::String(record.event_type.clone()));

@@ -54,7 +54,11 @@ pub trait Harness: Send + Sync {
 
 fn unique_prefix(check: &str) -> String {
     let n = uuid::Uuid::new_v4().simple().to_string();
-    let short: String = check.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+    let short: String = check
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(12)
+        .collect();
     format!("c{}_{}_", &n[..8], short.to_ascii_lowercase())
 }
 
@@ -69,10 +73,17 @@ async fn open(h: &dyn Harness, check: &str) -> Arc<dyn EventStore> {
 /// Reads the global log from the start once it holds `n` events. On PostgreSQL the log stops
 /// below the oldest running transaction anywhere in the cluster, so freshly committed events
 /// can take a moment to appear (that is what keeps readers from skipping).
-async fn log_with(store: &Arc<dyn EventStore>, filter: &StreamFilter, n: usize) -> Vec<RecordedEvent> {
+async fn log_with(
+    store: &Arc<dyn EventStore>,
+    filter: &StreamFilter,
+    n: usize,
+) -> Vec<RecordedEvent> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let all = store.read_all(LogPosition::START, filter, 10_000).await.unwrap();
+        let all = store
+            .read_all(LogPosition::START, filter, 10_000)
+            .await
+            .unwrap();
         if all.len() >= n || tokio::time::Instant::now() > deadline {
             return all;
         }
@@ -92,14 +103,27 @@ pub async fn append_and_read(h: &dyn Harness) {
         .causation_id("cause-1")
         .traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
         .with("tenant", "acme");
-    let first = ev("Created", r#"{"n":1}"#).metadata(md.clone()).schema_version(3);
+    let first = ev("Created", r#"{"n":1}"#)
+        .metadata(md.clone())
+        .schema_version(3);
     let r = store
-        .append("order-1", ExpectedVersion::NoStream, vec![first.clone(), ev("Paid", r#"{"n":2}"#), ev("Shipped", r#"{"n":3}"#)])
+        .append(
+            "order-1",
+            ExpectedVersion::NoStream,
+            vec![
+                first.clone(),
+                ev("Paid", r#"{"n":2}"#),
+                ev("Shipped", r#"{"n":3}"#),
+            ],
+        )
         .await
         .unwrap();
     assert_eq!(r.version, 3);
     assert!(r.written);
-    let all = store.read_stream("order-1", ReadStream::forward()).await.unwrap();
+    let all = store
+        .read_stream("order-1", ReadStream::forward())
+        .await
+        .unwrap();
     assert_eq!(all.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(all[0].id, first.id);
     assert_eq!(all[0].stream, "order-1");
@@ -109,13 +133,32 @@ pub async fn append_and_read(h: &dyn Harness) {
     assert_eq!(all[0].metadata, md);
     assert_eq!(all[2].position, r.position);
     assert!(all[0].position < all[1].position && all[1].position < all[2].position);
-    let back = store.read_stream("order-1", ReadStream::backward()).await.unwrap();
-    assert_eq!(back.iter().map(|e| e.version).collect::<Vec<_>>(), [3, 2, 1]);
-    let mid = store.read_stream("order-1", ReadStream::forward().from(2).max_count(1)).await.unwrap();
+    let back = store
+        .read_stream("order-1", ReadStream::backward())
+        .await
+        .unwrap();
+    assert_eq!(
+        back.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [3, 2, 1]
+    );
+    let mid = store
+        .read_stream("order-1", ReadStream::forward().from(2).max_count(1))
+        .await
+        .unwrap();
     assert_eq!(mid[0].event_type, "Paid");
-    let back_from = store.read_stream("order-1", ReadStream::backward().from(2)).await.unwrap();
-    assert_eq!(back_from.iter().map(|e| e.version).collect::<Vec<_>>(), [2, 1]);
-    assert!(store.read_stream("order-none", ReadStream::forward()).await.unwrap().is_empty());
+    let back_from = store
+        .read_stream("order-1", ReadStream::backward().from(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        back_from.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert!(store
+        .read_stream("order-none", ReadStream::forward())
+        .await
+        .unwrap()
+        .is_empty());
     let info = store.stream_info("order-1").await.unwrap();
     assert_eq!(info.version, Some(3));
 }
@@ -131,20 +174,67 @@ pub async fn expected_versions(h: &dyn Harness) {
         }
         other => panic!("expected a conflict, got {other:?}"),
     };
-    conflict(store.append(s, ExpectedVersion::Exists, vec![ev("A", "1")]).await, None);
-    conflict(store.append(s, ExpectedVersion::Exact(1), vec![ev("A", "1")]).await, None);
-    store.append(s, ExpectedVersion::NoStream, vec![ev("A", "1")]).await.unwrap();
-    conflict(store.append(s, ExpectedVersion::NoStream, vec![ev("A", "1"), ev("B", "2")]).await, Some(1));
-    conflict(store.append(s, ExpectedVersion::Exact(5), vec![ev("A", "1")]).await, Some(1));
-    store.append(s, ExpectedVersion::Exists, vec![ev("B", "2")]).await.unwrap();
-    store.append(s, ExpectedVersion::Exact(2), vec![ev("C", "3")]).await.unwrap();
-    let r = store.append(s, ExpectedVersion::Any, vec![ev("D", "4"), ev("E", "5")]).await.unwrap();
+    conflict(
+        store
+            .append(s, ExpectedVersion::Exists, vec![ev("A", "1")])
+            .await,
+        None,
+    );
+    conflict(
+        store
+            .append(s, ExpectedVersion::Exact(1), vec![ev("A", "1")])
+            .await,
+        None,
+    );
+    store
+        .append(s, ExpectedVersion::NoStream, vec![ev("A", "1")])
+        .await
+        .unwrap();
+    conflict(
+        store
+            .append(
+                s,
+                ExpectedVersion::NoStream,
+                vec![ev("A", "1"), ev("B", "2")],
+            )
+            .await,
+        Some(1),
+    );
+    conflict(
+        store
+            .append(s, ExpectedVersion::Exact(5), vec![ev("A", "1")])
+            .await,
+        Some(1),
+    );
+    store
+        .append(s, ExpectedVersion::Exists, vec![ev("B", "2")])
+        .await
+        .unwrap();
+    store
+        .append(s, ExpectedVersion::Exact(2), vec![ev("C", "3")])
+        .await
+        .unwrap();
+    let r = store
+        .append(s, ExpectedVersion::Any, vec![ev("D", "4"), ev("E", "5")])
+        .await
+        .unwrap();
     assert_eq!(r.version, 5);
     let all = store.read_stream(s, ReadStream::forward()).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(), ["A", "B", "C", "D", "E"]);
+    assert_eq!(
+        all.iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["A", "B", "C", "D", "E"]
+    );
     // An empty append checks the expectation only.
-    store.append(s, ExpectedVersion::Exact(5), vec![]).await.unwrap();
-    conflict(store.append(s, ExpectedVersion::Exact(4), vec![]).await, Some(5));
+    store
+        .append(s, ExpectedVersion::Exact(5), vec![])
+        .await
+        .unwrap();
+    conflict(
+        store.append(s, ExpectedVersion::Exact(4), vec![]).await,
+        Some(5),
+    );
 }
 
 /// Concurrent appenders on one stream: exactly one wins each version.
@@ -164,7 +254,11 @@ pub async fn concurrent_appenders_one_stream(h: &dyn Harness) {
                 if current >= target {
                     return;
                 }
-                let expected = if current == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(current) };
+                let expected = if current == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(current)
+                };
                 let e = ev("Step", &format!("{{\"w\":{w}}}"));
                 let id = e.id;
                 match store.append("race-1", expected, vec![e]).await {
@@ -184,8 +278,15 @@ pub async fn concurrent_appenders_one_stream(h: &dyn Harness) {
     let mut wins = wins.lock().clone();
     wins.sort();
     let versions: Vec<u64> = wins.iter().map(|w| w.0).collect();
-    assert_eq!(versions, (1..=target).collect::<Vec<_>>(), "each version won exactly once");
-    let stored = store.read_stream("race-1", ReadStream::forward()).await.unwrap();
+    assert_eq!(
+        versions,
+        (1..=target).collect::<Vec<_>>(),
+        "each version won exactly once"
+    );
+    let stored = store
+        .read_stream("race-1", ReadStream::forward())
+        .await
+        .unwrap();
     assert_eq!(stored.len() as u64, target);
     for (s, w) in stored.iter().zip(&wins) {
         assert_eq!((s.version, s.id), *w);
@@ -231,9 +332,14 @@ pub async fn many_streams_global_log(h: &dyn Harness) {
             for i in 0..appends {
                 let stream = format!("acct-{}", (w * 7 + i) % 12);
                 let n = 1 + (i % 3);
-                let events: Vec<NewEvent> = (0..n).map(|k| ev("Moved", &format!("{{\"w\":{w},\"i\":{i},\"k\":{k}}}"))).collect();
+                let events: Vec<NewEvent> = (0..n)
+                    .map(|k| ev("Moved", &format!("{{\"w\":{w},\"i\":{i},\"k\":{k}}}")))
+                    .collect();
                 ids.extend(events.iter().map(|e| e.id));
-                store.append(&stream, ExpectedVersion::Any, events).await.unwrap();
+                store
+                    .append(&stream, ExpectedVersion::Any, events)
+                    .await
+                    .unwrap();
             }
             ids
         }));
@@ -242,7 +348,10 @@ pub async fn many_streams_global_log(h: &dyn Harness) {
     for t in tasks {
         written.extend(t.await.unwrap());
     }
-    let seen = tokio::time::timeout(Duration::from_secs(60), reader).await.expect("reader finishes").unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("reader finishes")
+        .unwrap();
     let mut ids = HashSet::new();
     for e in &seen {
         assert!(ids.insert(e.id), "event {} seen twice", e.id);
@@ -251,7 +360,12 @@ pub async fn many_streams_global_log(h: &dyn Harness) {
     let mut last: HashMap<&str, u64> = HashMap::new();
     for e in &seen {
         let prev = last.insert(&e.stream, e.version).unwrap_or(0);
-        assert_eq!(e.version, prev + 1, "stream {} out of order in the global log", e.stream);
+        assert_eq!(
+            e.version,
+            prev + 1,
+            "stream {} out of order in the global log",
+            e.stream
+        );
     }
     // A fresh read from the start gives the same sequence.
     let mut again = Vec::new();
@@ -269,20 +383,40 @@ pub async fn many_streams_global_log(h: &dyn Harness) {
 pub async fn idempotent_retries(h: &dyn Harness) {
     let store = open(h, "idempotent").await;
     let batch = vec![ev("A", "1"), ev("B", "2")];
-    let first = store.append("cart-1", ExpectedVersion::NoStream, batch.clone()).await.unwrap();
-    for expected in [ExpectedVersion::NoStream, ExpectedVersion::Any, ExpectedVersion::Exact(0)] {
-        let again = store.append("cart-1", expected, batch.clone()).await.unwrap();
+    let first = store
+        .append("cart-1", ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    for expected in [
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Any,
+        ExpectedVersion::Exact(0),
+    ] {
+        let again = store
+            .append("cart-1", expected, batch.clone())
+            .await
+            .unwrap();
         assert!(!again.written, "{expected:?}");
         assert_eq!(again.version, 2);
         assert_eq!(again.position, first.position);
     }
     let next = vec![ev("C", "3")];
-    store.append("cart-1", ExpectedVersion::Exact(2), next.clone()).await.unwrap();
-    let again = store.append("cart-1", ExpectedVersion::Exact(2), next.clone()).await.unwrap();
+    store
+        .append("cart-1", ExpectedVersion::Exact(2), next.clone())
+        .await
+        .unwrap();
+    let again = store
+        .append("cart-1", ExpectedVersion::Exact(2), next.clone())
+        .await
+        .unwrap();
     assert!(!again.written);
     assert_eq!(again.version, 3);
     // The same ids with an expectation they were not written under: a conflict.
-    assert!(store.append("cart-1", ExpectedVersion::Exact(1), next.clone()).await.unwrap_err().is_conflict());
+    assert!(store
+        .append("cart-1", ExpectedVersion::Exact(1), next.clone())
+        .await
+        .unwrap_err()
+        .is_conflict());
     // Part of a batch, or another stream: not a retry.
     let partial = vec![batch[0].clone(), ev("Z", "9")];
     assert!(matches!(
@@ -290,13 +424,17 @@ pub async fn idempotent_retries(h: &dyn Harness) {
         Err(Error::DuplicateEventId { .. })
     ));
     assert!(matches!(
-        store.append("cart-2", ExpectedVersion::Any, vec![batch[1].clone()]).await,
+        store
+            .append("cart-2", ExpectedVersion::Any, vec![batch[1].clone()])
+            .await,
         Err(Error::DuplicateEventId { .. })
     ));
     // Duplicates within one batch.
     let e = ev("Q", "1");
     assert!(matches!(
-        store.append("cart-3", ExpectedVersion::Any, vec![e.clone(), e]).await,
+        store
+            .append("cart-3", ExpectedVersion::Any, vec![e.clone(), e])
+            .await,
         Err(Error::DuplicateEventId { .. })
     ));
     // Concurrent identical retries: one copy.
@@ -304,16 +442,39 @@ pub async fn idempotent_retries(h: &dyn Harness) {
     let mut tasks = Vec::new();
     for _ in 0..6 {
         let (store, retry) = (store.clone(), retry.clone());
-        tasks.push(tokio::spawn(async move { store.append("cart-4", ExpectedVersion::Any, retry).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            store
+                .append("cart-4", ExpectedVersion::Any, retry)
+                .await
+                .unwrap()
+        }));
     }
     let mut written = 0;
     for t in tasks {
         written += t.await.unwrap().written as usize;
     }
     assert_eq!(written, 1);
-    assert_eq!(store.read_stream("cart-1", ReadStream::forward()).await.unwrap().len(), 3);
-    assert_eq!(store.read_stream("cart-4", ReadStream::forward()).await.unwrap().len(), 1);
-    assert!(store.read_stream("cart-2", ReadStream::forward()).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .read_stream("cart-1", ReadStream::forward())
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        store
+            .read_stream("cart-4", ReadStream::forward())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store
+        .read_stream("cart-2", ReadStream::forward())
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// A clock tests move by hand.
@@ -352,20 +513,47 @@ pub async fn as_of_reads(h: &dyn Harness) {
     let store = h.store(config).await;
     for (hour, t) in [(8, "A"), (9, "B"), (13, "C"), (15, "D")] {
         clock.set(day_at(hour));
-        store.append("audit-1", ExpectedVersion::Any, vec![ev(t, "{}")]).await.unwrap();
+        store
+            .append("audit-1", ExpectedVersion::Any, vec![ev(t, "{}")])
+            .await
+            .unwrap();
     }
     let at = |r: ReadStream| {
         let store = store.clone();
         async move {
-            store.read_stream("audit-1", r).await.unwrap().into_iter().map(|e| e.event_type).collect::<Vec<_>>()
+            store
+                .read_stream("audit-1", r)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event_type)
+                .collect::<Vec<_>>()
         }
     };
-    assert_eq!(at(ReadStream::forward().as_of_time(day_at(10))).await, ["A", "B"]);
-    assert_eq!(at(ReadStream::forward().as_of_time(day_at(13))).await, ["A", "B", "C"]);
-    assert_eq!(at(ReadStream::forward().as_of_time(day_at(7))).await, Vec::<String>::new());
-    assert_eq!(at(ReadStream::forward().as_of_version(3)).await, ["A", "B", "C"]);
-    assert_eq!(at(ReadStream::backward().as_of_version(2)).await, ["B", "A"]);
-    let events = store.read_stream("audit-1", ReadStream::forward()).await.unwrap();
+    assert_eq!(
+        at(ReadStream::forward().as_of_time(day_at(10))).await,
+        ["A", "B"]
+    );
+    assert_eq!(
+        at(ReadStream::forward().as_of_time(day_at(13))).await,
+        ["A", "B", "C"]
+    );
+    assert_eq!(
+        at(ReadStream::forward().as_of_time(day_at(7))).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        at(ReadStream::forward().as_of_version(3)).await,
+        ["A", "B", "C"]
+    );
+    assert_eq!(
+        at(ReadStream::backward().as_of_version(2)).await,
+        ["B", "A"]
+    );
+    let events = store
+        .read_stream("audit-1", ReadStream::forward())
+        .await
+        .unwrap();
     assert_eq!(events[1].recorded_at, day_at(9));
 }
 
@@ -373,31 +561,71 @@ pub async fn as_of_reads(h: &dyn Harness) {
 pub async fn truncate_and_delete(h: &dyn Harness) {
     let store = open(h, "lifecycle").await;
     let five: Vec<NewEvent> = (1..=5).map(|i| ev("E", &i.to_string())).collect();
-    store.append("doc-1", ExpectedVersion::NoStream, five).await.unwrap();
+    store
+        .append("doc-1", ExpectedVersion::NoStream, five)
+        .await
+        .unwrap();
     store.truncate_before("doc-1", 3).await.unwrap();
-    let left = store.read_stream("doc-1", ReadStream::forward()).await.unwrap();
-    assert_eq!(left.iter().map(|e| e.version).collect::<Vec<_>>(), [3, 4, 5]);
+    let left = store
+        .read_stream("doc-1", ReadStream::forward())
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
     let log = log_with(&store, &StreamFilter::All, 3).await;
     assert_eq!(log.len(), 3, "truncated events leave the global log");
     // Versions go on.
-    store.append("doc-1", ExpectedVersion::Exact(5), vec![ev("E", "6")]).await.unwrap();
+    store
+        .append("doc-1", ExpectedVersion::Exact(5), vec![ev("E", "6")])
+        .await
+        .unwrap();
 
     // Soft delete: hidden, and the next append continues the numbering.
-    assert!(store.delete_stream("doc-1", ExpectedVersion::Exact(1)).await.unwrap_err().is_conflict());
-    store.delete_stream("doc-1", ExpectedVersion::Exact(6)).await.unwrap();
-    assert!(store.read_stream("doc-1", ReadStream::forward()).await.unwrap().is_empty());
+    assert!(store
+        .delete_stream("doc-1", ExpectedVersion::Exact(1))
+        .await
+        .unwrap_err()
+        .is_conflict());
+    store
+        .delete_stream("doc-1", ExpectedVersion::Exact(6))
+        .await
+        .unwrap();
+    assert!(store
+        .read_stream("doc-1", ReadStream::forward())
+        .await
+        .unwrap()
+        .is_empty());
     assert!(store.stream_info("doc-1").await.unwrap().deleted);
-    let r = store.append("doc-1", ExpectedVersion::Any, vec![ev("Again", "7")]).await.unwrap();
+    let r = store
+        .append("doc-1", ExpectedVersion::Any, vec![ev("Again", "7")])
+        .await
+        .unwrap();
     assert_eq!(r.version, 7);
-    let after = store.read_stream("doc-1", ReadStream::forward()).await.unwrap();
+    let after = store
+        .read_stream("doc-1", ReadStream::forward())
+        .await
+        .unwrap();
     assert_eq!(after.iter().map(|e| e.version).collect::<Vec<_>>(), [7]);
 
     // Tombstone: gone for good.
-    store.append("doc-2", ExpectedVersion::NoStream, vec![ev("E", "1")]).await.unwrap();
-    store.tombstone("doc-2", ExpectedVersion::Any).await.unwrap();
-    assert!(matches!(store.read_stream("doc-2", ReadStream::forward()).await, Err(Error::StreamTombstoned { .. })));
+    store
+        .append("doc-2", ExpectedVersion::NoStream, vec![ev("E", "1")])
+        .await
+        .unwrap();
+    store
+        .tombstone("doc-2", ExpectedVersion::Any)
+        .await
+        .unwrap();
     assert!(matches!(
-        store.append("doc-2", ExpectedVersion::Any, vec![ev("E", "2")]).await,
+        store.read_stream("doc-2", ReadStream::forward()).await,
+        Err(Error::StreamTombstoned { .. })
+    ));
+    assert!(matches!(
+        store
+            .append("doc-2", ExpectedVersion::Any, vec![ev("E", "2")])
+            .await,
         Err(Error::StreamTombstoned { .. })
     ));
     let log = log_with(&store, &StreamFilter::All, 5).await;
@@ -408,19 +636,47 @@ pub async fn truncate_and_delete(h: &dyn Harness) {
 /// Category reads of the global log.
 pub async fn category_reads(h: &dyn Harness) {
     let store = open(h, "category").await;
-    for s in ["booking-1", "bookings-1", "booking-2", "user-1", "booking_x-1"] {
-        store.append(s, ExpectedVersion::Any, vec![ev("E", "{}")]).await.unwrap();
+    for s in [
+        "booking-1",
+        "bookings-1",
+        "booking-2",
+        "user-1",
+        "booking_x-1",
+    ] {
+        store
+            .append(s, ExpectedVersion::Any, vec![ev("E", "{}")])
+            .await
+            .unwrap();
     }
     log_with(&store, &StreamFilter::All, 5).await;
     let f = StreamFilter::parse("booking-*").unwrap();
-    let got: Vec<String> = store.read_all(LogPosition::START, &f, 100).await.unwrap().into_iter().map(|e| e.stream).collect();
+    let got: Vec<String> = store
+        .read_all(LogPosition::START, &f, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.stream)
+        .collect();
     assert_eq!(got, ["booking-1", "booking-2"]);
     let f = StreamFilter::category("booking_x").unwrap();
-    assert_eq!(store.read_all(LogPosition::START, &f, 100).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .read_all(LogPosition::START, &f, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // Paging with a limit.
-    let all = store.read_all(LogPosition::START, &StreamFilter::All, 2).await.unwrap();
+    let all = store
+        .read_all(LogPosition::START, &StreamFilter::All, 2)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 2);
-    let rest = store.read_all(all[1].position, &StreamFilter::All, 100).await.unwrap();
+    let rest = store
+        .read_all(all[1].position, &StreamFilter::All, 100)
+        .await
+        .unwrap();
     assert_eq!(rest.len(), 3);
 }
 
@@ -428,19 +684,34 @@ pub async fn category_reads(h: &dyn Harness) {
 pub async fn bad_input(h: &dyn Harness) {
     let store = open(h, "bad_input").await;
     for bad in ["", "a b", "x'; DROP TABLE y; --", "a*"] {
-        assert!(matches!(
-            store.append(bad, ExpectedVersion::Any, vec![ev("E", "1")]).await,
-            Err(Error::InvalidStream { .. })
-        ), "{bad:?}");
+        assert!(
+            matches!(
+                store
+                    .append(bad, ExpectedVersion::Any, vec![ev("E", "1")])
+                    .await,
+                Err(Error::InvalidStream { .. })
+            ),
+            "{bad:?}"
+        );
         assert!(store.read_stream(bad, ReadStream::forward()).await.is_err());
     }
     let big = NewEvent::new("Big", vec![b'x'; 65 * 1024]);
     assert!(matches!(
-        store.append("big-1", ExpectedVersion::Any, vec![ev("Small", "1"), big]).await,
+        store
+            .append("big-1", ExpectedVersion::Any, vec![ev("Small", "1"), big])
+            .await,
         Err(Error::PayloadTooLarge { .. })
     ));
-    assert!(store.read_stream("big-1", ReadStream::forward()).await.unwrap().is_empty());
-    assert!(store.read_all(LogPosition::START, &StreamFilter::All, 10).await.unwrap().is_empty());
+    assert!(store
+        .read_stream("big-1", ReadStream::forward())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .read_all(LogPosition::START, &StreamFilter::All, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// A read model writing each event id once: on SQL through the projection's transaction into
@@ -472,15 +743,24 @@ impl Projection for SeenIds {
         match tx {
             #[cfg(feature = "postgres")]
             ProjectionTx::Postgres(c) => {
-                sqlx::query(&format!("INSERT INTO {t} (event_id) VALUES ($1)")).bind(id).execute(&mut **c).await?;
+                sqlx::query(&format!("INSERT INTO {t} (event_id) VALUES ($1)"))
+                    .bind(id)
+                    .execute(&mut **c)
+                    .await?;
             }
             #[cfg(feature = "mysql")]
             ProjectionTx::MySql(c) => {
-                sqlx::query(&format!("INSERT INTO {t} (event_id) VALUES (?)")).bind(id).execute(&mut **c).await?;
+                sqlx::query(&format!("INSERT INTO {t} (event_id) VALUES (?)"))
+                    .bind(id)
+                    .execute(&mut **c)
+                    .await?;
             }
             #[cfg(feature = "sqlite")]
             ProjectionTx::Sqlite(c) => {
-                sqlx::query(&format!("INSERT INTO {t} (event_id) VALUES (?)")).bind(id).execute(&mut **c).await?;
+                sqlx::query(&format!("INSERT INTO {t} (event_id) VALUES (?)"))
+                    .bind(id)
+                    .execute(&mut **c)
+                    .await?;
             }
             ProjectionTx::Memory(_) => self.memory.lock().push(e.id),
         }
@@ -530,9 +810,14 @@ impl SeenIds {
 async fn fill(store: &Arc<dyn EventStore>, streams: usize, per: usize) -> Vec<uuid::Uuid> {
     let mut ids = Vec::new();
     for s in 0..streams {
-        let events: Vec<NewEvent> = (0..per).map(|i| ev("Filled", &format!("{{\"i\":{i}}}"))).collect();
+        let events: Vec<NewEvent> = (0..per)
+            .map(|i| ev("Filled", &format!("{{\"i\":{i}}}")))
+            .collect();
         ids.extend(events.iter().map(|e| e.id));
-        store.append(&format!("fill-{s}"), ExpectedVersion::NoStream, events).await.unwrap();
+        store
+            .append(&format!("fill-{s}"), ExpectedVersion::NoStream, events)
+            .await
+            .unwrap();
     }
     ids
 }
@@ -542,42 +827,74 @@ async fn fill(store: &Arc<dyn EventStore>, streams: usize, per: usize) -> Vec<uu
 /// starts again from zero.
 pub async fn projection_resumes_exactly_once(h: &dyn Harness) {
     let prefix = unique_prefix("projection");
-    let store = h.store(StoreConfig::new().table_prefix(prefix.clone()).unwrap()).await;
+    let store = h
+        .store(StoreConfig::new().table_prefix(prefix.clone()).unwrap())
+        .await;
     let ids = fill(&store, 10, 20).await;
     log_with(&store, &StreamFilter::All, ids.len()).await;
     let p = SeenIds::new(&prefix, Duration::from_millis(2));
     store.reset_projection(&*p).await.unwrap();
-    let options = ProjectionOptions::new().batch_size(7).poll_interval(Duration::from_millis(20));
+    let options = ProjectionOptions::new()
+        .batch_size(7)
+        .poll_interval(Duration::from_millis(20));
 
     // Kill it (abort the task, mid-transaction) once it applied part of the log.
-    let task = tokio::spawn(run_projection(store.clone(), p.clone(), options.clone(), CancellationToken::new()));
+    let task = tokio::spawn(run_projection(
+        store.clone(),
+        p.clone(),
+        options.clone(),
+        CancellationToken::new(),
+    ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while p.applied.load(Ordering::SeqCst) < 40 {
-        assert!(tokio::time::Instant::now() < deadline, "projection made no progress");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "projection made no progress"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     task.abort();
     let _ = task.await;
     let checkpoint = store.load_checkpoint(p.name()).await.unwrap();
-    assert!(checkpoint.is_some(), "some batches committed before the kill");
+    assert!(
+        checkpoint.is_some(),
+        "some batches committed before the kill"
+    );
 
     // Resume with live tail; append more while it runs.
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run_projection(store.clone(), p.clone(), options.clone(), stop.clone()));
+    let task = tokio::spawn(run_projection(
+        store.clone(),
+        p.clone(),
+        options.clone(),
+        stop.clone(),
+    ));
     let more = vec![ev("Late", "1"), ev("Late", "2")];
     let mut all_ids = ids.clone();
     all_ids.extend(more.iter().map(|e| e.id));
-    store.append("late-1", ExpectedVersion::NoStream, more).await.unwrap();
+    store
+        .append("late-1", ExpectedVersion::NoStream, more)
+        .await
+        .unwrap();
     let last = store.stream_info("late-1").await.unwrap();
     assert_eq!(last.version, Some(2));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let cp = store.load_checkpoint(p.name()).await.unwrap().unwrap_or_default();
+        let cp = store
+            .load_checkpoint(p.name())
+            .await
+            .unwrap()
+            .unwrap_or_default();
         let tail = store.read_all(cp, &StreamFilter::All, 1).await.unwrap();
-        if tail.is_empty() && count_seen(&store, &p, h.exactly_once_projections()).await >= all_ids.len() {
+        if tail.is_empty()
+            && count_seen(&store, &p, h.exactly_once_projections()).await >= all_ids.len()
+        {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "projection did not catch up");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "projection did not catch up"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.cancel();
@@ -585,7 +902,10 @@ pub async fn projection_resumes_exactly_once(h: &dyn Harness) {
         Ended::Stopped => {}
         Ended::Failed(e) => panic!("projection failed (an event applied twice?): {e}"),
     }
-    assert_eq!(count_seen(&store, &p, h.exactly_once_projections()).await, all_ids.len());
+    assert_eq!(
+        count_seen(&store, &p, h.exactly_once_projections()).await,
+        all_ids.len()
+    );
     if h.exactly_once_projections() {
         // Every application committed exactly once (the kill's rolled-back batch included).
         assert!(p.applied.load(Ordering::SeqCst) >= all_ids.len());
@@ -594,9 +914,18 @@ pub async fn projection_resumes_exactly_once(h: &dyn Harness) {
     // Rebuild from zero.
     store.reset_projection(&*p).await.unwrap();
     assert_eq!(store.load_checkpoint(p.name()).await.unwrap(), None);
-    let ended = run_projection(store.clone(), p.clone(), options.clone().live(false), CancellationToken::new()).await;
+    let ended = run_projection(
+        store.clone(),
+        p.clone(),
+        options.clone().live(false),
+        CancellationToken::new(),
+    )
+    .await;
     assert!(matches!(ended, Ended::Stopped), "{ended:?}");
-    assert_eq!(count_seen(&store, &p, h.exactly_once_projections()).await, all_ids.len());
+    assert_eq!(
+        count_seen(&store, &p, h.exactly_once_projections()).await,
+        all_ids.len()
+    );
 }
 
 async fn count_seen(store: &Arc<dyn EventStore>, p: &SeenIds, sql: bool) -> usize {
@@ -621,11 +950,17 @@ impl SeenIds {
             fn name(&self) -> &str {
                 "__suite_counter"
             }
-            async fn apply(&self, tx: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), BoxError> {
+            async fn apply(
+                &self,
+                tx: &mut ProjectionTx<'_>,
+                _: &RecordedEvent,
+            ) -> Result<(), BoxError> {
                 let sql = format!("SELECT COUNT(*) FROM {}", self.table);
                 let n: i64 = match tx {
                     #[cfg(feature = "postgres")]
-                    ProjectionTx::Postgres(c) => sqlx::query_scalar(&sql).fetch_one(&mut **c).await?,
+                    ProjectionTx::Postgres(c) => {
+                        sqlx::query_scalar(&sql).fetch_one(&mut **c).await?
+                    }
                     #[cfg(feature = "mysql")]
                     ProjectionTx::MySql(c) => sqlx::query_scalar(&sql).fetch_one(&mut **c).await?,
                     #[cfg(feature = "sqlite")]
@@ -640,7 +975,10 @@ impl SeenIds {
             table: self.table.clone(),
             n: AtomicUsize::new(0),
         };
-        let any = store.read_all(LogPosition::START, &StreamFilter::All, 1).await.unwrap();
+        let any = store
+            .read_all(LogPosition::START, &StreamFilter::All, 1)
+            .await
+            .unwrap();
         if any.is_empty() {
             return 0;
         }
@@ -653,31 +991,79 @@ impl SeenIds {
 /// version and type; `DeadLetter` records it and goes on.
 pub async fn projection_error_policies(h: &dyn Harness) {
     let prefix = unique_prefix("policies");
-    let store = h.store(StoreConfig::new().table_prefix(prefix.clone()).unwrap()).await;
-    store.append("shop-1", ExpectedVersion::NoStream, vec![ev("Ok", "1"), ev("Poison", "2"), ev("Ok", "3")]).await.unwrap();
-    let mut p = Arc::try_unwrap(SeenIds::new(&prefix, Duration::ZERO)).ok().unwrap();
+    let store = h
+        .store(StoreConfig::new().table_prefix(prefix.clone()).unwrap())
+        .await;
+    store
+        .append(
+            "shop-1",
+            ExpectedVersion::NoStream,
+            vec![ev("Ok", "1"), ev("Poison", "2"), ev("Ok", "3")],
+        )
+        .await
+        .unwrap();
+    let mut p = Arc::try_unwrap(SeenIds::new(&prefix, Duration::ZERO))
+        .ok()
+        .unwrap();
     p.fail_type = Some("Poison".into());
     let p = Arc::new(p);
     store.reset_projection(&*p).await.unwrap();
     log_with(&store, &StreamFilter::All, 3).await;
     let opts = ProjectionOptions::new().live(false);
-    match run_projection(store.clone(), p.clone(), opts.clone(), CancellationToken::new()).await {
-        Ended::Failed(Error::Projection { stream, version, event_type, .. }) => {
-            assert_eq!((stream.as_str(), version, event_type.as_str()), ("shop-1", 2, "Poison"));
+    match run_projection(
+        store.clone(),
+        p.clone(),
+        opts.clone(),
+        CancellationToken::new(),
+    )
+    .await
+    {
+        Ended::Failed(Error::Projection {
+            stream,
+            version,
+            event_type,
+            ..
+        }) => {
+            assert_eq!(
+                (stream.as_str(), version, event_type.as_str()),
+                ("shop-1", 2, "Poison")
+            );
         }
         other => panic!("expected a stop at the poison event, got {other:?}"),
     }
-    let cp = store.load_checkpoint(p.name()).await.unwrap().expect("the first event is checkpointed");
-    let first = store.read_stream("shop-1", ReadStream::forward()).await.unwrap();
+    let cp = store
+        .load_checkpoint(p.name())
+        .await
+        .unwrap()
+        .expect("the first event is checkpointed");
+    let first = store
+        .read_stream("shop-1", ReadStream::forward())
+        .await
+        .unwrap();
     assert_eq!(cp, first[0].position);
-    assert_eq!(count_seen(&store, &p, h.exactly_once_projections()).await, 1);
+    assert_eq!(
+        count_seen(&store, &p, h.exactly_once_projections()).await,
+        1
+    );
 
-    let ended = run_projection(store.clone(), p.clone(), opts.on_error(OnError::DeadLetter), CancellationToken::new()).await;
+    let ended = run_projection(
+        store.clone(),
+        p.clone(),
+        opts.on_error(OnError::DeadLetter),
+        CancellationToken::new(),
+    )
+    .await;
     assert!(matches!(ended, Ended::Stopped), "{ended:?}");
-    assert_eq!(count_seen(&store, &p, h.exactly_once_projections()).await, 2);
+    assert_eq!(
+        count_seen(&store, &p, h.exactly_once_projections()).await,
+        2
+    );
     let dead = store.dead_letters(p.name()).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].0.version, dead[0].0.event_type.as_str()), (2, "Poison"));
+    assert_eq!(
+        (dead[0].0.version, dead[0].0.event_type.as_str()),
+        (2, "Poison")
+    );
     assert!(dead[0].1.contains("cannot handle Poison"));
 }
 

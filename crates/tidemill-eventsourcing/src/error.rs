@@ -39,7 +39,9 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
     /// An event's payload (or metadata) is larger than the store accepts; nothing was written.
-    #[error("stream {stream:?}: event {event_type:?} is {size} bytes, more than the {max} allowed")]
+    #[error(
+        "stream {stream:?}: event {event_type:?} is {size} bytes, more than the {max} allowed"
+    )]
     PayloadTooLarge {
         /// The stream appended to.
         stream: String,

@@ -175,7 +175,9 @@ impl NewEvent {
 /// use tidemill_eventsourcing::LogPosition;
 /// assert!(LogPosition::START < LogPosition { commit: 0, position: 1 });
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct LogPosition {
     /// The commit order key (PostgreSQL transaction id; 0 elsewhere).
     pub commit: i64,

@@ -327,8 +327,7 @@ impl EventStore for MemoryEventStore {
         let mut st = self.state.lock();
         st.dead
             .push((projection.to_owned(), event.clone(), error.to_owned()));
-        st.checkpoints
-            .insert(projection.to_owned(), event.position);
+        st.checkpoints.insert(projection.to_owned(), event.position);
         Ok(())
     }
 

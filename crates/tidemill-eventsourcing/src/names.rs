@@ -106,7 +106,9 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ok {
         Ok(())
     } else {

@@ -55,7 +55,8 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     /// Applies one event, writing through `tx`.
-    async fn apply(&self, tx: &mut ProjectionTx<'_>, event: &RecordedEvent) -> Result<(), BoxError>;
+    async fn apply(&self, tx: &mut ProjectionTx<'_>, event: &RecordedEvent)
+        -> Result<(), BoxError>;
 
     /// Empties the read model before a rebuild (same transaction as the checkpoint reset).
     async fn reset(&self, tx: &mut ProjectionTx<'_>) -> Result<(), BoxError> {

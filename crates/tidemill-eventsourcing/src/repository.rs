@@ -121,7 +121,11 @@ impl<A: Aggregate> Repository<A> {
 
     /// Decodes a stored event of this aggregate (upcasting it).
     pub fn decode(&self, record: &RecordedEvent) -> Result<A::Event> {
-        decode_event(record, &self.upcasters, A::schema_version(&record.event_type))
+        decode_event(
+            record,
+            &self.upcasters,
+            A::schema_version(&record.event_type),
+        )
     }
 
     /// Loads aggregate `id`: its latest usable snapshot, then the events after it.

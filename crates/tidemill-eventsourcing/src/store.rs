@@ -90,12 +90,8 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Records `event` as dead-lettered by `projection` (with `error`) and moves the
     /// checkpoint past it.
-    async fn dead_letter(
-        &self,
-        projection: &str,
-        event: &RecordedEvent,
-        error: &str,
-    ) -> Result<()>;
+    async fn dead_letter(&self, projection: &str, event: &RecordedEvent, error: &str)
+        -> Result<()>;
 
     /// The events `projection` dead-lettered, oldest first: `(event, error)`.
     async fn dead_letters(&self, projection: &str) -> Result<Vec<(RecordedEvent, String)>>;

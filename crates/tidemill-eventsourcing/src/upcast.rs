@@ -58,7 +58,13 @@ impl Upcasters {
 
     /// Runs the steps from schema `from` to `to` (nothing when they are equal). A missing
     /// step or a schema newer than `to` is an error.
-    pub fn upcast(&self, event_type: &str, from: u32, to: u32, mut value: Value) -> Result<Value, BoxError> {
+    pub fn upcast(
+        &self,
+        event_type: &str,
+        from: u32,
+        to: u32,
+        mut value: Value,
+    ) -> Result<Value, BoxError> {
         if from > to {
             return Err(format!("schema v{from} is newer than this reader's v{to}").into());
         }

@@ -9,7 +9,8 @@ use tidemill_eventsourcing::{EventStore, SqlEventStore, StoreConfig};
 struct MySql;
 
 fn url() -> String {
-    std::env::var("TIDEMILL_SQL_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+    std::env::var("TIDEMILL_SQL_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
 
 #[async_trait::async_trait]

@@ -9,7 +9,8 @@ use tidemill_eventsourcing::{EventStore, SqlEventStore, StoreConfig};
 struct Postgres;
 
 fn url() -> String {
-    std::env::var("TIDEMILL_SQL_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("TIDEMILL_SQL_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 #[async_trait::async_trait]

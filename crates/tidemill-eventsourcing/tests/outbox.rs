@@ -26,13 +26,18 @@ impl Named for UserCreated {}
 
 async fn outbox_to_processor(url: &str) {
     let unique = &uuid::Uuid::new_v4().simple().to_string()[..10];
-    let sql = SqlConfig::from_url(url).unwrap().table_prefix(format!("ob{unique}_")).unwrap();
+    let sql = SqlConfig::from_url(url)
+        .unwrap()
+        .table_prefix(format!("ob{unique}_"))
+        .unwrap();
     let pubsub = SqlPubSub::connect(sql).await.unwrap();
     pubsub.initialize().await.unwrap();
     let topic = format!("users-{unique}");
     let store = SqlEventStore::new(
         pubsub.pool().clone(),
-        StoreConfig::new().table_prefix(format!("es{unique}_")).unwrap(),
+        StoreConfig::new()
+            .table_prefix(format!("es{unique}_"))
+            .unwrap(),
     )
     .await
     .unwrap()
@@ -44,19 +49,48 @@ async fn outbox_to_processor(url: &str) {
     if url.starts_with("mysql") {
         use tidemill::SubscribeInitializer;
         // MariaDB: create the topic's sequence row before transactions publish to it.
-        pubsub.subscriber(None).unwrap().initialize_topic(&topic).await.unwrap();
+        pubsub
+            .subscriber(None)
+            .unwrap()
+            .initialize_topic(&topic)
+            .await
+            .unwrap();
     }
 
     let mut first = encode_event(&UserEvent::UserCreated { name: "Ada".into() }, 1).unwrap();
     first.metadata = EventMetadata::default().correlation_id("req-1");
-    store.append("user-1", ExpectedVersion::NoStream, vec![first.clone()]).await.unwrap();
+    store
+        .append("user-1", ExpectedVersion::NoStream, vec![first.clone()])
+        .await
+        .unwrap();
     // A refused append publishes nothing.
-    let refused = encode_event(&UserEvent::UserCreated { name: "Nobody".into() }, 1).unwrap();
-    assert!(store.append("user-1", ExpectedVersion::NoStream, vec![refused]).await.is_err());
+    let refused = encode_event(
+        &UserEvent::UserCreated {
+            name: "Nobody".into(),
+        },
+        1,
+    )
+    .unwrap();
+    assert!(store
+        .append("user-1", ExpectedVersion::NoStream, vec![refused])
+        .await
+        .is_err());
     // An idempotent retry publishes nothing either.
-    store.append("user-1", ExpectedVersion::NoStream, vec![first.clone()]).await.unwrap();
-    let second = encode_event(&UserEvent::UserCreated { name: "Grace".into() }, 1).unwrap();
-    store.append("user-2", ExpectedVersion::NoStream, vec![second]).await.unwrap();
+    store
+        .append("user-1", ExpectedVersion::NoStream, vec![first.clone()])
+        .await
+        .unwrap();
+    let second = encode_event(
+        &UserEvent::UserCreated {
+            name: "Grace".into(),
+        },
+        1,
+    )
+    .unwrap();
+    store
+        .append("user-2", ExpectedVersion::NoStream, vec![second])
+        .await
+        .unwrap();
 
     let router = Router::new();
     let groups = {
@@ -70,16 +104,20 @@ async fn outbox_to_processor(url: &str) {
     );
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     processor
-        .handle("welcome", move |e: UserCreated, ctx: tidemill_cqrs::Context| {
-            let tx = tx.clone();
-            async move {
-                let md = ctx.message().metadata();
-                let stream = md.get(keys::STREAM).unwrap_or_default().to_owned();
-                let corr = md.get(keys::CORRELATION_ID).map(str::to_owned);
-                tx.send((e.name, stream, ctx.message().id().to_owned(), corr)).ok();
-                HandlerResult::Ok(())
-            }
-        })
+        .handle(
+            "welcome",
+            move |e: UserCreated, ctx: tidemill_cqrs::Context| {
+                let tx = tx.clone();
+                async move {
+                    let md = ctx.message().metadata();
+                    let stream = md.get(keys::STREAM).unwrap_or_default().to_owned();
+                    let corr = md.get(keys::CORRELATION_ID).map(str::to_owned);
+                    tx.send((e.name, stream, ctx.message().id().to_owned(), corr))
+                        .ok();
+                    HandlerResult::Ok(())
+                }
+            },
+        )
         .unwrap();
     let run = tokio::spawn({
         let router = router.clone();
@@ -88,13 +126,26 @@ async fn outbox_to_processor(url: &str) {
     router.running().await;
     let mut got = Vec::new();
     while got.len() < 2 {
-        let item = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.expect("events arrive").unwrap();
+        let item = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("events arrive")
+            .unwrap();
         got.push(item);
     }
-    assert_eq!(got[0], ("Ada".into(), "user-1".into(), first.id.to_string(), Some("req-1".into())));
+    assert_eq!(
+        got[0],
+        (
+            "Ada".into(),
+            "user-1".into(),
+            first.id.to_string(),
+            Some("req-1".into())
+        )
+    );
     assert_eq!((got[1].0.as_str(), got[1].1.as_str()), ("Grace", "user-2"));
     // Nothing else (the refused and retried appends published nothing).
-    assert!(tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_err());
+    assert!(tokio::time::timeout(Duration::from_millis(300), rx.recv())
+        .await
+        .is_err());
     router.close().await.unwrap();
     run.await.unwrap().unwrap();
 }
@@ -107,12 +158,14 @@ async fn appended_events_reach_cqrs_processor_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appended_events_reach_cqrs_processor_postgres() {
-    let url = std::env::var("TIDEMILL_SQL_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let url = std::env::var("TIDEMILL_SQL_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     outbox_to_processor(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appended_events_reach_cqrs_processor_mysql() {
-    let url = std::env::var("TIDEMILL_SQL_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+    let url = std::env::var("TIDEMILL_SQL_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
     outbox_to_processor(&url).await;
 }

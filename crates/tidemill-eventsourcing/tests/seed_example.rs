@@ -13,6 +13,8 @@ use tidemill_eventsourcing::{
     SqlEventStore, StoreConfig, StreamFilter, Upcasters,
 };
 
+// The names are the event types users expect in the audit log.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", content = "data")]
 enum UserEvent {
@@ -44,23 +46,61 @@ fn users(events: &[RecordedEvent], until: SystemTime) -> BTreeMap<u32, String> {
 async fn worked_example(url: &str) {
     let clock = ManualClock::at(at(8));
     let prefix = format!("seed{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let config = StoreConfig::new().table_prefix(prefix).unwrap().clock(clock.clock());
+    let config = StoreConfig::new()
+        .table_prefix(prefix)
+        .unwrap()
+        .clock(clock.clock());
     let store: Arc<dyn EventStore> = Arc::new(SqlEventStore::connect(url, config).await.unwrap());
     let steps = [
-        (8, "user-1", UserEvent::UserCreated { id: 1, name: "Ada".into() }),
-        (9, "user-2", UserEvent::UserCreated { id: 2, name: "Grace".into() }),
+        (
+            8,
+            "user-1",
+            UserEvent::UserCreated {
+                id: 1,
+                name: "Ada".into(),
+            },
+        ),
+        (
+            9,
+            "user-2",
+            UserEvent::UserCreated {
+                id: 2,
+                name: "Grace".into(),
+            },
+        ),
         (13, "user-1", UserEvent::UserDeleted { id: 1 }),
-        (15, "user-2", UserEvent::UserRenamed { id: 2, name: "Grace H.".into() }),
+        (
+            15,
+            "user-2",
+            UserEvent::UserRenamed {
+                id: 2,
+                name: "Grace H.".into(),
+            },
+        ),
     ];
     for (hour, stream, event) in &steps {
         clock.set(at(*hour));
-        store.append(stream, ExpectedVersion::Any, vec![encode_event(event, 1).unwrap()]).await.unwrap();
+        store
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                vec![encode_event(event, 1).unwrap()],
+            )
+            .await
+            .unwrap();
     }
 
     // The audit log: the category in order (waiting for PostgreSQL's horizon).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let log = loop {
-        let log = store.read_all(LogPosition::START, &StreamFilter::parse("user-*").unwrap(), 100).await.unwrap();
+        let log = store
+            .read_all(
+                LogPosition::START,
+                &StreamFilter::parse("user-*").unwrap(),
+                100,
+            )
+            .await
+            .unwrap();
         if log.len() >= 4 || tokio::time::Instant::now() > deadline {
             break log;
         }
@@ -68,28 +108,53 @@ async fn worked_example(url: &str) {
     };
     let audit: Vec<(SystemTime, UserEvent)> = log
         .iter()
-        .map(|e| (e.recorded_at, decode_event(e, &Upcasters::new(), 1).unwrap()))
+        .map(|e| {
+            (
+                e.recorded_at,
+                decode_event(e, &Upcasters::new(), 1).unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(audit, steps.iter().map(|(h, _, e)| (at(*h), e.clone())).collect::<Vec<_>>());
+    assert_eq!(
+        audit,
+        steps
+            .iter()
+            .map(|(h, _, e)| (at(*h), e.clone()))
+            .collect::<Vec<_>>()
+    );
 
     let end = users(&log, at(24));
     assert_eq!(end, BTreeMap::from([(2, "Grace H.".to_owned())]));
     let ten = users(&log, at(10));
-    assert_eq!(ten, BTreeMap::from([(1, "Ada".to_owned()), (2, "Grace".to_owned())]));
+    assert_eq!(
+        ten,
+        BTreeMap::from([(1, "Ada".to_owned()), (2, "Grace".to_owned())])
+    );
 
     // The same through per-stream "as of" reads.
-    let u1 = store.read_stream("user-1", tidemill_eventsourcing::ReadStream::forward().as_of_time(at(10))).await.unwrap();
+    let u1 = store
+        .read_stream(
+            "user-1",
+            tidemill_eventsourcing::ReadStream::forward().as_of_time(at(10)),
+        )
+        .await
+        .unwrap();
     assert_eq!(u1.len(), 1);
 }
 
 #[tokio::test]
 async fn seed_worked_example_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    worked_example(&format!("sqlite://{}", dir.path().join("users.db").display())).await;
+    worked_example(&format!(
+        "sqlite://{}",
+        dir.path().join("users.db").display()
+    ))
+    .await;
 }
 
 #[tokio::test]
 async fn seed_worked_example_postgres() {
-    let url = std::env::var("TIDEMILL_SQL_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let url = std::env::var("TIDEMILL_SQL_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     worked_example(&url).await;
 }

@@ -51,11 +51,13 @@ pub(crate) fn decode_row(r: EventRow) -> Result<RecordedEvent> {
 /// serialization failure, SQLite busy).
 pub(crate) fn transient(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => matches!(
-            db.code().as_deref(),
-            Some("40001" | "40P01" | "1213" | "1205" | "5" | "517" | "6")
-        ) || db.message().contains("database is locked")
-            || db.message().contains("Deadlock found"),
+        sqlx::Error::Database(db) => {
+            matches!(
+                db.code().as_deref(),
+                Some("40001" | "40P01" | "1213" | "1205" | "5" | "517" | "6")
+            ) || db.message().contains("database is locked")
+                || db.message().contains("Deadlock found")
+        }
         _ => false,
     }
 }
@@ -64,7 +66,10 @@ pub(crate) fn unique_violation(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             db.kind() == sqlx::error::ErrorKind::UniqueViolation
-                || matches!(db.code().as_deref(), Some("23505" | "1062" | "2067" | "1555"))
+                || matches!(
+                    db.code().as_deref(),
+                    Some("23505" | "1062" | "2067" | "1555")
+                )
         }
         _ => false,
     }
@@ -745,7 +750,11 @@ macro_rules! sql_backend {
 }
 
 #[cfg(feature = "postgres")]
-sql_backend!(pg, sqlx::Postgres, crate::projection::ProjectionTx::Postgres);
+sql_backend!(
+    pg,
+    sqlx::Postgres,
+    crate::projection::ProjectionTx::Postgres
+);
 #[cfg(feature = "mysql")]
 sql_backend!(my, sqlx::MySql, crate::projection::ProjectionTx::MySql);
 #[cfg(feature = "sqlite")]
