@@ -137,6 +137,7 @@ pub enum Error {
 }
 
 impl Error {
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn db(operation: &'static str, source: impl Into<BoxError>) -> Self {
         Self::Database {
             operation,

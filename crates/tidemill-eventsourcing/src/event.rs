@@ -105,6 +105,7 @@ impl EventMetadata {
         serde_json::to_string(self).expect("string maps always serialize")
     }
 
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn from_json(s: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(s)
     }
@@ -325,6 +326,7 @@ impl ReadStream {
         self.as_of_time.map_or(i64::MAX, to_micros)
     }
 
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn limit(&self) -> i64 {
         self.max_count.min(i64::MAX as usize) as i64
     }
@@ -336,6 +338,7 @@ pub(crate) fn to_micros(t: SystemTime) -> i64 {
         .map_or(0, |d| d.as_micros().min(i64::MAX as u128) as i64)
 }
 
+#[cfg_attr(not(feature = "sql"), allow(dead_code))]
 pub(crate) fn from_micros(us: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(us.max(0) as u64)
 }
@@ -353,11 +356,15 @@ pub struct StreamInfo {
     pub tombstoned: bool,
 }
 
+#[cfg_attr(not(feature = "sql"), allow(dead_code))]
 pub(crate) const STATE_LIVE: i64 = 0;
+#[cfg_attr(not(feature = "sql"), allow(dead_code))]
 pub(crate) const STATE_DELETED: i64 = 1;
+#[cfg_attr(not(feature = "sql"), allow(dead_code))]
 pub(crate) const STATE_TOMBSTONED: i64 = 2;
 
 impl StreamInfo {
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn from_row(version: i64, visible_from: i64, state: i64) -> Self {
         Self {
             version: (version > 0).then_some(version as u64),

@@ -87,6 +87,7 @@ impl StreamFilter {
     }
 
     /// The `LIKE ... ESCAPE '!'` pattern of the category (`_` escaped; `%` and `!` cannot occur).
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn like(&self) -> Option<String> {
         match self {
             Self::All => None,
