@@ -1,0 +1,761 @@
+//! The statements of every SQL backend, written once: a macro instantiates them for each
+//! database's pool type, and the few dialect differences are branches on [`Names::backend`].
+
+/// Columns of an event row, in the order [`EventRow`] decodes them.
+pub(crate) const EVENT_COLUMNS: &str =
+    "position, stream, version, event_id, event_type, schema_version, payload, metadata, recorded_at";
+
+/// `(commit, position, stream, version, event_id, event_type, schema_version, payload,
+/// metadata, recorded_at)`.
+pub(crate) type EventRow = (
+    i64,
+    i64,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    Vec<u8>,
+    String,
+    i64,
+);
+
+use crate::error::{Error, Result};
+use crate::event::{from_micros, EventMetadata, LogPosition, RecordedEvent};
+
+pub(crate) fn decode_row(r: EventRow) -> Result<RecordedEvent> {
+    let (commit, position, stream, version, id, event_type, schema_version, payload, md, at) = r;
+    let bad = |source: tidemill::BoxError| Error::Decode {
+        stream: stream.clone(),
+        version: version as u64,
+        event_type: event_type.clone(),
+        schema_version: schema_version as u32,
+        source,
+    };
+    let id = uuid::Uuid::parse_str(&id).map_err(|e| bad(e.into()))?;
+    let metadata = EventMetadata::from_json(&md).map_err(|e| bad(e.into()))?;
+    Ok(RecordedEvent {
+        id,
+        version: version as u64,
+        position: LogPosition { commit, position },
+        schema_version: schema_version as u32,
+        payload: payload.into(),
+        metadata,
+        recorded_at: from_micros(at),
+        stream,
+        event_type,
+    })
+}
+
+/// Whether a driver error is worth retrying the whole transaction for (deadlock,
+/// serialization failure, SQLite busy).
+pub(crate) fn transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            matches!(
+                db.code().as_deref(),
+                Some("40001" | "40P01" | "1213" | "1205" | "5" | "517" | "6")
+            ) || db.message().contains("database is locked")
+                || db.message().contains("Deadlock found")
+        }
+        _ => false,
+    }
+}
+
+pub(crate) fn unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.kind() == sqlx::error::ErrorKind::UniqueViolation
+                || matches!(
+                    db.code().as_deref(),
+                    Some("23505" | "1062" | "2067" | "1555")
+                )
+        }
+        _ => false,
+    }
+}
+
+macro_rules! sql_backend {
+    ($modname:ident, $db:ty, $txvariant:path) => {
+        pub(crate) mod $modname {
+            use sqlx::QueryBuilder;
+            use tidemill_sql::Backend;
+
+            use crate::error::{Error, Result};
+            use crate::event::{
+                to_micros, AppendResult, Direction, ExpectedVersion, LogPosition, NewEvent,
+                ReadStream, RecordedEvent, StreamInfo, STATE_DELETED, STATE_LIVE,
+                STATE_TOMBSTONED,
+            };
+            use crate::names::StreamFilter;
+            use crate::projection::{BatchOutcome, Projection};
+            use crate::snapshot::SnapshotRecord;
+            use crate::sql::imp::{decode_row, EventRow, EVENT_COLUMNS};
+            use crate::sql::schema::Names;
+            use crate::sql::OutboxTarget;
+            use crate::store::{idempotent_outcome, Existing, StoreConfig};
+
+            type Pool = sqlx::Pool<$db>;
+            type Tx = sqlx::Transaction<'static, $db>;
+
+            fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+                move |e| Error::db(op, e)
+            }
+
+            /// The commit-order key of a row: PostgreSQL's transaction id, 0 elsewhere.
+            fn commit_col(n: &Names) -> &'static str {
+                match n.backend {
+                    Backend::Postgres => "tx_id",
+                    Backend::MySql => "CAST(0 AS SIGNED)",
+                    Backend::Sqlite => "0",
+                }
+            }
+
+            /// A text column as the driver decodes it: binary collations (MySQL, chosen for
+            /// case-sensitive names) are reported as bytes, so cast them back to text.
+            fn text(n: &Names, col: &str) -> String {
+                if n.backend == Backend::MySql {
+                    format!("CAST({col} AS CHAR)")
+                } else {
+                    col.to_owned()
+                }
+            }
+
+            fn event_cols(n: &Names) -> String {
+                if n.backend == Backend::MySql {
+                    EVENT_COLUMNS
+                        .split(", ")
+                        .map(|c| match c {
+                            "stream" | "event_id" | "event_type" | "metadata" => text(n, c),
+                            other => other.to_owned(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                } else {
+                    EVENT_COLUMNS.to_owned()
+                }
+            }
+
+            fn cols(n: &Names) -> String {
+                format!("{}, {}", commit_col(n), event_cols(n))
+            }
+
+            pub(crate) async fn create_schema(pool: &Pool, n: &Names) -> Result<()> {
+                for statement in crate::sql::schema::schema_sql(n.backend, &n.prefix)? {
+                    match sqlx::query(&statement).execute(pool).await {
+                        Ok(_) => {}
+                        // Two processes creating the same table at once on PostgreSQL: one
+                        // wins, the other sees a unique violation on the catalog.
+                        Err(sqlx::Error::Database(d))
+                            if matches!(d.code().as_deref(), Some("23505" | "42P07")) => {}
+                        Err(e) => return Err(Error::db("creating the event store's tables", e)),
+                    }
+                }
+                Ok(())
+            }
+
+            /// Creates the stream's row if missing and locks it until the transaction ends:
+            /// `(version, visible_from, state)`. The first statement writes, so SQLite takes
+            /// its write lock at once (no deadlocking upgrade from a read).
+            async fn lock_stream(tx: &mut Tx, n: &Names, stream: &str) -> sqlx::Result<(i64, i64, i64)> {
+                let s = &n.streams;
+                match n.backend {
+                    Backend::MySql => {
+                        sqlx::query(&format!(
+                            "INSERT INTO {s} (stream) VALUES (?) ON DUPLICATE KEY UPDATE stream = stream"
+                        ))
+                        .bind(stream)
+                        .execute(&mut **tx)
+                        .await?;
+                        sqlx::query_as(&format!(
+                            "SELECT version, visible_from, state FROM {s} WHERE stream = ? FOR UPDATE"
+                        ))
+                        .bind(stream)
+                        .fetch_one(&mut **tx)
+                        .await
+                    }
+                    _ => {
+                        sqlx::query_as(&n.sql(&format!(
+                            "INSERT INTO {s} (stream) VALUES (?) ON CONFLICT (stream) DO UPDATE \
+                             SET stream = excluded.stream RETURNING version, visible_from, state"
+                        )))
+                        .bind(stream)
+                        .fetch_one(&mut **tx)
+                        .await
+                    }
+                }
+            }
+
+            async fn find_ids(tx: &mut Tx, n: &Names, events: &[NewEvent]) -> sqlx::Result<Vec<Existing>> {
+                let mut qb = QueryBuilder::<$db>::new(format!(
+                    "SELECT {}, {}, version, {}, position FROM {} WHERE event_id IN (",
+                    text(n, "event_id"),
+                    text(n, "stream"),
+                    commit_col(n),
+                    n.events
+                ));
+                let mut sep = qb.separated(", ");
+                for e in events {
+                    sep.push_bind(e.id.to_string());
+                }
+                qb.push(")");
+                let rows: Vec<(String, String, i64, i64, i64)> =
+                    qb.build_query_as().fetch_all(&mut **tx).await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(id, stream, version, commit, position)| {
+                        Some((
+                            uuid::Uuid::parse_str(&id).ok()?,
+                            stream,
+                            version as u64,
+                            LogPosition { commit, position },
+                        ))
+                    })
+                    .collect())
+            }
+
+            enum Attempt {
+                Done(AppendResult),
+                Refused(Error),
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            async fn append_once(
+                pool: &Pool,
+                n: &Names,
+                config: &StoreConfig,
+                outbox: Option<&OutboxTarget>,
+                stream: &str,
+                expected: ExpectedVersion,
+                events: &[NewEvent],
+            ) -> sqlx::Result<Attempt> {
+                let mut tx: Tx = pool.begin().await?;
+                let (version, _visible, state) = lock_stream(&mut tx, n, stream).await?;
+                if state == STATE_TOMBSTONED {
+                    return Ok(Attempt::Refused(Error::StreamTombstoned { stream: stream.to_owned() }));
+                }
+                let actual = (version > 0).then_some(version as u64);
+                let passes = expected.accepts(actual);
+                // A retry of an append that was stored can only pass the expectation when it
+                // is `Any` or `Exists`; otherwise the lookup is needed only after a mismatch.
+                let look = !events.is_empty()
+                    && (!passes || matches!(expected, ExpectedVersion::Any | ExpectedVersion::Exists));
+                if look {
+                    let existing = find_ids(&mut tx, n, events).await?;
+                    match idempotent_outcome(stream, expected, events, existing) {
+                        Ok(Some(done)) => return Ok(Attempt::Done(done)),
+                        Ok(None) => {}
+                        Err(e) => return Ok(Attempt::Refused(e)),
+                    }
+                }
+                if !passes {
+                    return Ok(Attempt::Refused(Error::Conflict {
+                        stream: stream.to_owned(),
+                        expected,
+                        actual,
+                    }));
+                }
+                if events.is_empty() {
+                    return Ok(Attempt::Done(AppendResult {
+                        version: version as u64,
+                        position: LogPosition::START,
+                        written: false,
+                    }));
+                }
+                let now = to_micros((config.clock)());
+                let count = events.len() as i64;
+                let e = &n.events;
+                let last: LogPosition = if n.backend == Backend::MySql {
+                    let sq = &n.seq;
+                    let (next,): (i64,) = sqlx::query_as(&format!(
+                        "SELECT next_position FROM {sq} WHERE id = 1 FOR UPDATE"
+                    ))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query(&format!("UPDATE {sq} SET next_position = ? WHERE id = 1"))
+                        .bind(next + count)
+                        .execute(&mut *tx)
+                        .await?;
+                    let mut qb = QueryBuilder::<$db>::new(format!(
+                        "INSERT INTO {e} (position, stream, version, event_id, event_type, schema_version, payload, metadata, recorded_at) "
+                    ));
+                    qb.push_values(events.iter().enumerate(), |mut b, (i, ev)| {
+                        b.push_bind(next + 1 + i as i64)
+                            .push_bind(stream)
+                            .push_bind(version + 1 + i as i64)
+                            .push_bind(ev.id.to_string())
+                            .push_bind(ev.event_type.as_str())
+                            .push_bind(ev.schema_version as i64)
+                            .push_bind(ev.payload.as_ref())
+                            .push_bind(ev.metadata.to_json())
+                            .push_bind(now);
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                    LogPosition { commit: 0, position: next + count }
+                } else {
+                    let mut qb = QueryBuilder::<$db>::new(format!(
+                        "INSERT INTO {e} (stream, version, event_id, event_type, schema_version, payload, metadata, recorded_at) "
+                    ));
+                    qb.push_values(events.iter().enumerate(), |mut b, (i, ev)| {
+                        b.push_bind(stream)
+                            .push_bind(version + 1 + i as i64)
+                            .push_bind(ev.id.to_string())
+                            .push_bind(ev.event_type.as_str())
+                            .push_bind(ev.schema_version as i64)
+                            .push_bind(ev.payload.as_ref())
+                            .push_bind(ev.metadata.to_json())
+                            .push_bind(now);
+                    });
+                    qb.push(if n.backend == Backend::Postgres {
+                        " RETURNING tx_id, position"
+                    } else {
+                        " RETURNING 0, position"
+                    });
+                    let rows: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                    let (commit, position) = rows.into_iter().max_by_key(|r| r.1).unwrap_or_default();
+                    LogPosition { commit, position }
+                };
+                let new_version = version + count;
+                sqlx::query(&n.sql(&format!(
+                    "UPDATE {} SET version = ?, state = ? WHERE stream = ?",
+                    n.streams
+                )))
+                .bind(new_version)
+                .bind(STATE_LIVE)
+                .bind(stream)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(target) = outbox {
+                    let messages = target.messages(stream, version as u64, events);
+                    let topic = (target.topic)(stream);
+                    if let Err(source) = target.outbox.publish_in_tx(&mut tx, &topic, messages).await {
+                        return Ok(Attempt::Refused(Error::Outbox { stream: stream.to_owned(), source }));
+                    }
+                }
+                tx.commit().await?;
+                Ok(Attempt::Done(AppendResult {
+                    version: new_version as u64,
+                    position: last,
+                    written: true,
+                }))
+            }
+
+            pub(crate) async fn append(
+                pool: &Pool,
+                n: &Names,
+                config: &StoreConfig,
+                outbox: Option<&OutboxTarget>,
+                stream: &str,
+                expected: ExpectedVersion,
+                events: &[NewEvent],
+            ) -> Result<AppendResult> {
+                let mut attempt = 0u32;
+                loop {
+                    attempt += 1;
+                    match append_once(pool, n, config, outbox, stream, expected, events).await {
+                        Ok(Attempt::Done(r)) => return Ok(r),
+                        Ok(Attempt::Refused(e)) => return Err(e),
+                        Err(e) if crate::sql::imp::transient(&e) && attempt < 20 => {
+                            let ms = 2u64.pow(attempt.min(6)) + rand_jitter();
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                        }
+                        Err(e) if crate::sql::imp::unique_violation(&e) => {
+                            // Another stream holds one of the ids (the stream's own lock rules
+                            // out a race on the same stream).
+                            return Err(Error::DuplicateEventId {
+                                stream: stream.to_owned(),
+                                event_id: events.first().map(|e| e.id).unwrap_or_default(),
+                            });
+                        }
+                        Err(e) => return Err(Error::db("appending", e)),
+                    }
+                }
+            }
+
+            fn rand_jitter() -> u64 {
+                (uuid::Uuid::new_v4().as_u128() % 5) as u64
+            }
+
+            async fn info_of<'c, E>(exec: E, n: &Names, stream: &str) -> sqlx::Result<StreamInfo>
+            where
+                E: sqlx::Executor<'c, Database = $db>,
+            {
+                let row: Option<(i64, i64, i64)> = sqlx::query_as(&n.sql(&format!(
+                    "SELECT version, visible_from, state FROM {} WHERE stream = ?",
+                    n.streams
+                )))
+                .bind(stream)
+                .fetch_optional(exec)
+                .await?;
+                Ok(row.map_or(StreamInfo::default(), |(v, f, s)| StreamInfo::from_row(v, f, s)))
+            }
+
+            pub(crate) async fn stream_info(pool: &Pool, n: &Names, stream: &str) -> Result<StreamInfo> {
+                info_of(pool, n, stream).await.map_err(db("reading a stream's state"))
+            }
+
+            pub(crate) async fn read_stream(
+                pool: &Pool,
+                n: &Names,
+                stream: &str,
+                read: ReadStream,
+            ) -> Result<Vec<RecordedEvent>> {
+                let mut conn = pool.acquire().await.map_err(db("reading a stream"))?;
+                let info = info_of(&mut *conn, n, stream).await.map_err(db("reading a stream"))?;
+                if info.tombstoned {
+                    return Err(Error::StreamTombstoned { stream: stream.to_owned() });
+                }
+                if info.deleted || info.version.is_none() {
+                    return Ok(Vec::new());
+                }
+                let (lo, hi) = read.bounds(info.visible_from);
+                if lo > hi || read.max_count == 0 {
+                    return Ok(Vec::new());
+                }
+                let order = match read.direction {
+                    Direction::Forward => "ASC",
+                    Direction::Backward => "DESC",
+                };
+                let sql = n.sql(&format!(
+                    "SELECT {} FROM {} WHERE stream = ? AND version >= ? AND version <= ? \
+                     AND recorded_at <= ? ORDER BY version {order} LIMIT ?",
+                    cols(n),
+                    n.events
+                ));
+                let rows: Vec<EventRow> = sqlx::query_as(&sql)
+                    .bind(stream)
+                    .bind(lo as i64)
+                    .bind(hi as i64)
+                    .bind(read.time_bound_micros())
+                    .bind(read.limit())
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db("reading a stream"))?;
+                rows.into_iter().map(decode_row).collect()
+            }
+
+            pub(crate) async fn read_all(
+                pool: &Pool,
+                n: &Names,
+                after: LogPosition,
+                filter: &StreamFilter,
+                limit: usize,
+            ) -> Result<Vec<RecordedEvent>> {
+                let like = filter.like();
+                let cat = if like.is_some() { " AND stream LIKE ? ESCAPE '!'" } else { "" };
+                let sql = if n.backend == Backend::Postgres {
+                    format!(
+                        "SELECT {} FROM {} WHERE (tx_id, position) > (?, ?) \
+                         AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint{cat} \
+                         ORDER BY tx_id, position LIMIT ?",
+                        cols(n),
+                        n.events
+                    )
+                } else {
+                    format!(
+                        "SELECT {} FROM {} WHERE ? >= 0 AND position > ?{cat} ORDER BY position LIMIT ?",
+                        cols(n),
+                        n.events
+                    )
+                };
+                let sql = n.sql(&sql);
+                let mut q = sqlx::query_as::<_, EventRow>(&sql).bind(after.commit).bind(after.position);
+                if let Some(like) = like {
+                    q = q.bind(like);
+                }
+                let rows = q
+                    .bind(limit.min(i64::MAX as usize) as i64)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db("reading the global log"))?;
+                rows.into_iter().map(decode_row).collect()
+            }
+
+            async fn lifecycle(
+                pool: &Pool,
+                n: &Names,
+                stream: &str,
+                expected: Option<ExpectedVersion>,
+                op: Lifecycle,
+            ) -> Result<()> {
+                let what = "changing a stream's lifecycle";
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let res: sqlx::Result<Result<()>> = async {
+                        let mut tx: Tx = pool.begin().await?;
+                        let (version, visible, state) = lock_stream(&mut tx, n, stream).await?;
+                        if state == STATE_TOMBSTONED {
+                            return Ok(Err(Error::StreamTombstoned { stream: stream.to_owned() }));
+                        }
+                        let actual = (version > 0).then_some(version as u64);
+                        if let Some(expected) = expected {
+                            if !expected.accepts(actual) {
+                                return Ok(Err(Error::Conflict { stream: stream.to_owned(), expected, actual }));
+                            }
+                        }
+                        let (e, s) = (&n.events, &n.streams);
+                        match op {
+                            Lifecycle::Delete => {
+                                sqlx::query(&n.sql(&format!(
+                                    "UPDATE {s} SET state = ?, visible_from = ? WHERE stream = ?"
+                                )))
+                                .bind(STATE_DELETED)
+                                .bind(version + 1)
+                                .bind(stream)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            Lifecycle::Truncate(before) => {
+                                sqlx::query(&n.sql(&format!("DELETE FROM {e} WHERE stream = ? AND version < ?")))
+                                    .bind(stream)
+                                    .bind(before as i64)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                sqlx::query(&n.sql(&format!("UPDATE {s} SET visible_from = ? WHERE stream = ?")))
+                                    .bind(visible.max(before as i64))
+                                    .bind(stream)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                            Lifecycle::Tombstone => {
+                                sqlx::query(&n.sql(&format!("DELETE FROM {e} WHERE stream = ?")))
+                                    .bind(stream)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                sqlx::query(&n.sql(&format!("DELETE FROM {} WHERE stream = ?", n.snapshots)))
+                                    .bind(stream)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                sqlx::query(&n.sql(&format!("UPDATE {s} SET state = ? WHERE stream = ?")))
+                                    .bind(STATE_TOMBSTONED)
+                                    .bind(stream)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                        }
+                        tx.commit().await?;
+                        Ok(Ok(()))
+                    }
+                    .await;
+                    match res {
+                        Ok(r) => return r,
+                        Err(e) if crate::sql::imp::transient(&e) && attempt < 20 => {
+                            tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                        }
+                        Err(e) => return Err(Error::db(what, e)),
+                    }
+                }
+            }
+
+            pub(crate) use crate::sql::Lifecycle;
+
+            pub(crate) async fn change(
+                pool: &Pool,
+                n: &Names,
+                stream: &str,
+                expected: Option<ExpectedVersion>,
+                op: Lifecycle,
+            ) -> Result<()> {
+                lifecycle(pool, n, stream, expected, op).await
+            }
+
+            pub(crate) async fn save_snapshot(pool: &Pool, n: &Names, r: &SnapshotRecord) -> Result<()> {
+                let f = db("saving a snapshot");
+                let mut tx: Tx = pool.begin().await.map_err(db("saving a snapshot"))?;
+                let res: sqlx::Result<()> = async {
+                    sqlx::query(&n.sql(&format!("DELETE FROM {} WHERE stream = ?", n.snapshots)))
+                        .bind(&r.stream)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(&n.sql(&format!(
+                        "INSERT INTO {} (stream, version, schema_version, payload, recorded_at) VALUES (?, ?, ?, ?, ?)",
+                        n.snapshots
+                    )))
+                    .bind(&r.stream)
+                    .bind(r.version as i64)
+                    .bind(r.schema_version as i64)
+                    .bind(r.payload.as_ref())
+                    .bind(to_micros(r.recorded_at))
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await
+                }
+                .await;
+                res.map_err(f)
+            }
+
+            pub(crate) async fn load_snapshot(pool: &Pool, n: &Names, stream: &str) -> Result<Option<SnapshotRecord>> {
+                let row: Option<(i64, i64, Vec<u8>, i64)> = sqlx::query_as(&n.sql(&format!(
+                    "SELECT version, schema_version, payload, recorded_at FROM {} WHERE stream = ?",
+                    n.snapshots
+                )))
+                .bind(stream)
+                .fetch_optional(pool)
+                .await
+                .map_err(db("loading a snapshot"))?;
+                Ok(row.map(|(version, schema_version, payload, at)| SnapshotRecord {
+                    stream: stream.to_owned(),
+                    version: version as u64,
+                    schema_version: schema_version as u32,
+                    payload: payload.into(),
+                    recorded_at: crate::event::from_micros(at),
+                }))
+            }
+
+            pub(crate) async fn load_checkpoint(pool: &Pool, n: &Names, name: &str) -> Result<Option<LogPosition>> {
+                let row: Option<(i64, i64)> = sqlx::query_as(&n.sql(&format!(
+                    "SELECT commit_key, position FROM {} WHERE projection = ?",
+                    n.checkpoints
+                )))
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+                .map_err(db("loading a checkpoint"))?;
+                Ok(row.map(|(commit, position)| LogPosition { commit, position }))
+            }
+
+            async fn save_checkpoint(tx: &mut Tx, n: &Names, name: &str, at: LogPosition) -> sqlx::Result<()> {
+                let c = &n.checkpoints;
+                let sql = if n.backend == Backend::MySql {
+                    format!(
+                        "INSERT INTO {c} (projection, commit_key, position) VALUES (?, ?, ?) \
+                         ON DUPLICATE KEY UPDATE commit_key = VALUES(commit_key), position = VALUES(position)"
+                    )
+                } else {
+                    n.sql(&format!(
+                        "INSERT INTO {c} (projection, commit_key, position) VALUES (?, ?, ?) \
+                         ON CONFLICT (projection) DO UPDATE SET commit_key = excluded.commit_key, position = excluded.position"
+                    ))
+                };
+                sqlx::query(&sql).bind(name).bind(at.commit).bind(at.position).execute(&mut **tx).await?;
+                Ok(())
+            }
+
+            pub(crate) async fn apply_projection(
+                pool: &Pool,
+                n: &Names,
+                projection: &dyn Projection,
+                events: &[RecordedEvent],
+            ) -> Result<BatchOutcome> {
+                let f = || db("applying a projection");
+                let mut upto = events.len();
+                let mut failed = None;
+                // A failed statement aborts a PostgreSQL transaction, so a batch with a failing
+                // event is rolled back and the events before it are applied again on their own.
+                while upto > 0 {
+                    let mut tx: Tx = pool.begin().await.map_err(f())?;
+                    let mut bad = None;
+                    for (i, e) in events[..upto].iter().enumerate() {
+                        let mut ptx = $txvariant(&mut *tx);
+                        if let Err(err) = projection.apply(&mut ptx, e).await {
+                            bad = Some((i, err));
+                            break;
+                        }
+                    }
+                    match bad {
+                        None => {
+                            save_checkpoint(&mut tx, n, projection.name(), events[upto - 1].position)
+                                .await
+                                .map_err(f())?;
+                            tx.commit().await.map_err(f())?;
+                            return Ok(BatchOutcome { applied: upto, failed });
+                        }
+                        Some((i, err)) => {
+                            tx.rollback().await.map_err(f())?;
+                            failed = Some(err);
+                            upto = i;
+                        }
+                    }
+                }
+                Ok(BatchOutcome { applied: 0, failed })
+            }
+
+            pub(crate) async fn dead_letter(
+                pool: &Pool,
+                n: &Names,
+                projection: &str,
+                e: &RecordedEvent,
+                error: &str,
+            ) -> Result<()> {
+                let res: sqlx::Result<()> = async {
+                    let mut tx: Tx = pool.begin().await?;
+                    sqlx::query(&n.sql(&format!(
+                        "INSERT INTO {} (projection, commit_key, position, stream, version, event_id, event_type, \
+                         schema_version, payload, metadata, recorded_at, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        n.dead
+                    )))
+                    .bind(projection)
+                    .bind(e.position.commit)
+                    .bind(e.position.position)
+                    .bind(&e.stream)
+                    .bind(e.version as i64)
+                    .bind(e.id.to_string())
+                    .bind(&e.event_type)
+                    .bind(e.schema_version as i64)
+                    .bind(e.payload.as_ref())
+                    .bind(e.metadata.to_json())
+                    .bind(to_micros(e.recorded_at))
+                    .bind(error)
+                    .execute(&mut *tx)
+                    .await?;
+                    save_checkpoint(&mut tx, n, projection, e.position).await?;
+                    tx.commit().await
+                }
+                .await;
+                res.map_err(db("dead-lettering an event"))
+            }
+
+            pub(crate) async fn dead_letters(
+                pool: &Pool,
+                n: &Names,
+                projection: &str,
+            ) -> Result<Vec<(RecordedEvent, String)>> {
+                let rows: Vec<(i64, i64, String, i64, String, String, i64, Vec<u8>, String, i64, String)> =
+                    sqlx::query_as(&n.sql(&format!(
+                        "SELECT commit_key, {}, {} FROM {} WHERE projection = ? ORDER BY id",
+                        event_cols(n),
+                        text(n, "error"),
+                        n.dead
+                    )))
+                    .bind(projection)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db("reading dead letters"))?;
+                rows.into_iter()
+                    .map(|(c, p, s, v, id, t, sv, pl, md, at, err)| {
+                        Ok((decode_row((c, p, s, v, id, t, sv, pl, md, at))?, err))
+                    })
+                    .collect()
+            }
+
+            pub(crate) async fn reset_projection(pool: &Pool, n: &Names, projection: &dyn Projection) -> Result<()> {
+                let f = || db("resetting a projection");
+                let mut tx: Tx = pool.begin().await.map_err(f())?;
+                let mut ptx = $txvariant(&mut *tx);
+                projection.reset(&mut ptx).await.map_err(|e| Error::Config(format!(
+                    "resetting projection {:?}: {e}",
+                    projection.name()
+                )))?;
+                sqlx::query(&n.sql(&format!("DELETE FROM {} WHERE projection = ?", n.checkpoints)))
+                    .bind(projection.name())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(f())?;
+                tx.commit().await.map_err(f())
+            }
+
+        }
+    };
+}
+
+#[cfg(feature = "postgres")]
+sql_backend!(
+    pg,
+    sqlx::Postgres,
+    crate::projection::ProjectionTx::Postgres
+);
+#[cfg(feature = "mysql")]
+sql_backend!(my, sqlx::MySql, crate::projection::ProjectionTx::MySql);
+#[cfg(feature = "sqlite")]
+sql_backend!(lite, sqlx::Sqlite, crate::projection::ProjectionTx::Sqlite);
