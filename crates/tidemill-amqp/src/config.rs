@@ -365,18 +365,9 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-/// The URL without its password (and without the query, which may hold tokens).
+/// The URL for errors and logs: the core's redaction, which every adapter shares.
 pub(crate) fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(None);
-            }
-            parsed.set_query(None);
-            parsed.to_string()
-        }
-        Err(_) => "<unparsable AMQP URL>".to_owned(),
-    }
+    tidemill::redact_url(url)
 }
 
 #[cfg(test)]
@@ -387,7 +378,7 @@ mod tests {
     fn redacts_password() {
         assert_eq!(
             redact("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            "amqp://guest@127.0.0.1:5672/%2f"
+            "amqp://guest:***@127.0.0.1:5672/%2f"
         );
     }
 

@@ -1,7 +1,5 @@
 //! Connecting to the broker, with backoff between attempts.
 
-use std::time::Duration;
-
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::{Connection, ConnectionProperties};
 use tidemill::Error;
@@ -37,38 +35,28 @@ pub(crate) async fn connect(config: &AmqpConfig, role: &str) -> lapin::Result<Co
     Connection::connect_with_config(&config.uri, props, tls, runtime).await
 }
 
-/// Exponential backoff with jitter between reconnect attempts.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
+/// The reconnect backoff: the core's, between the configured first and longest wait.
+pub(crate) struct Backoff(tidemill::backoff::Retries);
 
 impl Backoff {
     pub(crate) fn new(config: &AmqpConfig) -> Self {
-        Self {
-            initial: config.reconnect_initial,
-            max: config.reconnect_max,
-            next: config.reconnect_initial,
-        }
-    }
-
-    /// The wait before the next attempt.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        // Up to a quarter of jitter, so that many clients do not reconnect in lockstep.
-        let jitter = base.mul_f64(rand_fraction() * 0.25);
-        base + jitter
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = self.initial;
+        Self(tidemill::backoff::Retries::new(tidemill::Backoff::new(
+            config.reconnect_initial,
+            config.reconnect_max,
+        )))
     }
 }
 
-fn rand_fraction() -> f64 {
-    // A UUID's random bits are enough for jitter; no need for a generator of our own.
-    (uuid::Uuid::new_v4().as_u128() & 0xffff) as f64 / 65536.0
+impl std::ops::Deref for Backoff {
+    type Target = tidemill::backoff::Retries;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Backoff {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }

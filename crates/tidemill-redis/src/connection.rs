@@ -1,8 +1,6 @@
 //! Connections to the server: the shared, self-reconnecting one and the dedicated ones that
 //! blocking reads need.
 
-use std::time::Duration;
-
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, RedisError};
 use tidemill::{Error, Result};
@@ -75,32 +73,28 @@ pub(crate) fn is_connection_error(e: &RedisError) -> bool {
         )
 }
 
-/// Exponential backoff with jitter between `min` and `max`.
-pub(crate) struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
+/// The reconnect backoff: the core's, between the configured first and longest wait.
+pub(crate) struct Backoff(tidemill::backoff::Retries);
 
 impl Backoff {
     pub(crate) fn new(config: &RedisConfig) -> Self {
-        Self {
-            min: config.reconnect_min_delay,
-            max: config.reconnect_max_delay,
-            next: config.reconnect_min_delay,
-        }
+        Self(tidemill::backoff::Retries::new(tidemill::Backoff::new(
+            config.reconnect_min_delay,
+            config.reconnect_max_delay,
+        )))
     }
+}
 
-    /// The wait before the next attempt.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        // Jitter spreads the reconnects of many subscriptions after a restart.
-        let jitter = rand::random_range(0.5..=1.0);
-        base.mul_f64(jitter).max(Duration::from_millis(1))
+impl std::ops::Deref for Backoff {
+    type Target = tidemill::backoff::Retries;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
+}
 
-    pub(crate) fn reset(&mut self) {
-        self.next = self.min;
+impl std::ops::DerefMut for Backoff {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }

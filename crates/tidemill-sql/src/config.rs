@@ -190,7 +190,8 @@ impl SqlConfig {
     }
 }
 
-/// `url` with any password replaced by `***`, for errors and logs.
+/// `url` with any password replaced by `***`, for errors and logs: the core's
+/// [`tidemill::redact_url`], which every adapter shares.
 ///
 /// ```
 /// assert_eq!(
@@ -200,23 +201,5 @@ impl SqlConfig {
 /// assert_eq!(tidemill_sql::redact_url("sqlite://a.db"), "sqlite://a.db");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            let redacted = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_owned()
-            };
-            format!("{}://{}{}", &url[..scheme_end], redacted, &rest[at..])
-        }
-        None => url.to_owned(),
-    }
+    tidemill::redact_url(url)
 }

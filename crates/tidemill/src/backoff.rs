@@ -90,3 +90,45 @@ impl Backoff {
         base.mul_f64(keep).max(Duration::from_millis(1).min(base))
     }
 }
+
+/// A [`Backoff`] with its count of attempts, for a loop that retries until it succeeds (a
+/// reconnect): each failure waits longer, a success starts over.
+///
+/// ```
+/// use std::time::Duration;
+/// use tidemill::backoff::Retries;
+/// use tidemill::Backoff;
+///
+/// let mut retries = Retries::new(Backoff::new(Duration::from_millis(10), Duration::from_secs(1)).jitter(0.0));
+/// assert_eq!(retries.next_delay(), Duration::from_millis(10));
+/// assert_eq!(retries.next_delay(), Duration::from_millis(20));
+/// retries.reset();
+/// assert_eq!(retries.next_delay(), Duration::from_millis(10));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Retries {
+    backoff: Backoff,
+    attempt: u32,
+}
+
+impl Retries {
+    /// Starts counting at the first attempt.
+    pub fn new(backoff: Backoff) -> Self {
+        Self {
+            backoff,
+            attempt: 0,
+        }
+    }
+
+    /// The wait before the next attempt; each call counts one more.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.backoff.delay(self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        delay
+    }
+
+    /// Starts over, after a success.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}

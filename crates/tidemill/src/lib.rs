@@ -35,7 +35,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
-mod backoff;
+pub mod backoff;
 pub mod components;
 pub mod delay;
 pub mod error;
