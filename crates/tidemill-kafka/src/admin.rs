@@ -11,6 +11,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tidemill::Error;
 
 use crate::config::KafkaConfig;
+use crate::error::KafkaAdapterError;
 
 /// Creates topics once per process and remembers which exist.
 pub(crate) struct Topics {
@@ -24,7 +25,7 @@ impl Topics {
         let admin = config
             .client()
             .create()
-            .map_err(|e| config.connect_error(e))?;
+            .map_err(|e| config.connect_error(KafkaAdapterError::from(e)))?;
         Ok(Self {
             admin: Arc::new(admin),
             known: Mutex::new(HashSet::new()),
@@ -47,7 +48,12 @@ impl Topics {
             .admin
             .create_topics([&new], &options)
             .await
-            .map_err(|e| Error::subscribe(topic, format!("creating the topic failed: {e}")))?;
+            .map_err(|e| {
+                Error::subscribe(
+                    topic,
+                    KafkaAdapterError::Broker(format!("creating the topic failed: {e}")),
+                )
+            })?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -50,11 +50,13 @@
 mod admin;
 mod codec;
 mod config;
+pub mod error;
 mod offsets;
 mod publisher;
 mod subscriber;
 
 pub use codec::ID_HEADER;
 pub use config::{validate_topic, KafkaConfig, KeyFn, Partitioning};
+pub use error::KafkaAdapterError;
 pub use publisher::KafkaPublisher;
 pub use subscriber::KafkaSubscriber;

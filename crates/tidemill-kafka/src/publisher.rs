@@ -12,6 +12,7 @@ use tidemill::{Error, Message, Publisher, Result};
 use crate::admin::Topics;
 use crate::codec;
 use crate::config::{validate_topic, KafkaConfig};
+use crate::error::KafkaAdapterError;
 
 /// Publishes to Kafka.
 ///
@@ -63,7 +64,9 @@ impl KafkaPublisher {
         for (k, v) in &config.properties {
             client.set(k, v);
         }
-        let producer: FutureProducer = client.create().map_err(|e| config.connect_error(e))?;
+        let producer: FutureProducer = client
+            .create()
+            .map_err(|e| config.connect_error(KafkaAdapterError::from(e)))?;
         let topics = Topics::new(&config)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -109,7 +112,9 @@ impl Publisher for KafkaPublisher {
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
-                    Err((e, _)) => return Err(Error::publish(topic, msg.id(), e)),
+                    Err((e, _)) => {
+                        return Err(Error::publish(topic, msg.id(), KafkaAdapterError::from(e)))
+                    }
                 }
             }
         }
@@ -129,7 +134,7 @@ impl Publisher for KafkaPublisher {
         let producer = self.inner.producer.clone();
         tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30)))
             .await
-            .map_err(|e| Error::Other(e.into()))?
+            .map_err(|e| Error::Other(KafkaAdapterError::Report(e.to_string()).into()))?
             .map_err(|e| Error::Other(e.into()))
     }
 }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::Topics;
 use crate::codec;
 use crate::config::{validate_topic, KafkaConfig, StartFrom};
+use crate::error::KafkaAdapterError;
 use crate::offsets::Offsets;
 
 /// Subscribes to Kafka topics.
@@ -249,12 +250,12 @@ impl Subscriber for KafkaSubscriber {
             .create_with_context(Context {
                 shared: shared.clone(),
             })
-            .map_err(|e| config.connect_error(e))?;
+            .map_err(|e| config.connect_error(KafkaAdapterError::from(e)))?;
         let consumer = Arc::new(consumer);
         if config.group.is_some() {
             consumer
                 .subscribe(&[topic])
-                .map_err(|e| Error::subscribe(topic, e))?;
+                .map_err(|e| Error::subscribe(topic, KafkaAdapterError::from(e)))?;
         } else {
             assign_all(&consumer, topic, config.start_without_group()).await?;
         }
@@ -329,7 +330,7 @@ async fn assign_all(
         let timeout = Duration::from_secs(10);
         let metadata = c
             .fetch_metadata(Some(&t), timeout)
-            .map_err(|e| Error::subscribe(&t, e))?;
+            .map_err(|e| Error::subscribe(&t, KafkaAdapterError::from(e)))?;
         let partitions: Vec<i32> = metadata
             .topics()
             .iter()
@@ -337,7 +338,10 @@ async fn assign_all(
             .flat_map(|m| m.partitions().iter().map(|p| p.id()))
             .collect();
         if partitions.is_empty() {
-            return Err(Error::subscribe(&t, "the topic has no partitions"));
+            return Err(Error::subscribe(
+                &t,
+                KafkaAdapterError::Broker("the topic has no partitions".into()),
+            ));
         }
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
@@ -347,12 +351,15 @@ async fn assign_all(
                 StartFrom::Timestamp(ms) => Offset::Offset(ms),
             };
             tpl.add_partition_offset(&t, p, offset)
-                .map_err(|e| Error::subscribe(&t, e))?;
+                .map_err(|e| Error::subscribe(&t, KafkaAdapterError::from(e)))?;
         }
         if let StartFrom::Timestamp(_) = start {
-            tpl = c
-                .offsets_for_times(tpl, timeout)
-                .map_err(|e| Error::subscribe(&t, format!("finding offsets for a time: {e}")))?;
+            tpl = c.offsets_for_times(tpl, timeout).map_err(|e| {
+                Error::subscribe(
+                    &t,
+                    KafkaAdapterError::Broker(format!("finding offsets for a time: {e}")),
+                )
+            })?;
         }
         Ok(tpl)
     })
@@ -360,7 +367,7 @@ async fn assign_all(
     .map_err(|e| Error::subscribe(topic, e))??;
     consumer
         .assign(&tpl)
-        .map_err(|e| Error::subscribe(topic, e))
+        .map_err(|e| Error::subscribe(topic, KafkaAdapterError::from(e)))
 }
 
 /// Reads the consumer into the subscription's channel, delivers nacked messages again when due,
