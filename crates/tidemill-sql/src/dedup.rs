@@ -251,7 +251,7 @@ impl SqlDedupStore {
     /// [`check_and_set_in_tx`](Self::check_and_set_in_tx) on a connection of `pool`, committed
     /// at once (no surrounding transaction).
     pub async fn check_and_set(&self, pool: &SqlPool, key: &str) -> Result<bool> {
-        let err = |e: sqlx::Error| Error::Other(Box::new(e));
+        let err = |e: sqlx::Error| Error::Other(Box::new(crate::SqlError::from(e)));
         match pool {
             #[cfg(feature = "postgres")]
             SqlPool::Postgres(p) => {
@@ -284,7 +284,7 @@ impl SqlDedupStore {
                 .await
                 .map(|done| done.rows_affected())
         });
-        done.map_err(|e| Error::Other(Box::new(e)))
+        done.map_err(|e| Error::Other(Box::new(crate::SqlError::from(e))))
     }
 }
 
@@ -297,7 +297,10 @@ fn ph(backend: Backend, n: usize) -> String {
 }
 
 fn dedup_error(key: &str, e: sqlx::Error) -> Error {
-    Error::Other(format!("deduplication of key {key:?} failed: {e}").into())
+    Error::Other(Box::new(crate::SqlError::Dedup {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    }))
 }
 
 #[async_trait]

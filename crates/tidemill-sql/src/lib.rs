@@ -123,6 +123,8 @@ mod backend;
 pub mod config;
 pub mod dedup;
 pub mod delay;
+pub mod error;
+pub mod error;
 pub mod outbox;
 pub mod pool;
 pub mod publisher;
@@ -140,6 +142,7 @@ mod sqlite;
 
 pub use config::{redact_url, Backend, ConsumeMode, SqlConfig};
 pub use dedup::SqlDedupStore;
+pub use error::SqlError;
 pub use outbox::Outbox;
 pub use pool::{SqlConn, SqlPool};
 pub use publisher::{SqlPubSub, SqlPublisher};

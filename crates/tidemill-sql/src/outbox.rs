@@ -116,6 +116,6 @@ impl Outbox {
             ConnRef::Sqlite(c) => crate::sqlite::insert(c, &self.tables, topic, &rows, now).await,
             ConnRef::Never(_) => unreachable!(),
         };
-        res.map_err(|e| Error::publish(topic, &*first_id, e))
+        res.map_err(|e| Error::publish(topic, &*first_id, crate::SqlError::from(e)))
     }
 }

@@ -61,10 +61,10 @@ impl From<sqlx::SqlitePool> for SqlPool {
     }
 }
 
-fn connect_error(url: &str, e: impl Into<tidemill::BoxError>) -> Error {
+fn connect_error(url: &str, e: sqlx::Error) -> Error {
     Error::Connect {
         address: redact_url(url),
-        source: e.into(),
+        source: Box::new(crate::SqlError::from(e)),
     }
 }
 
@@ -187,7 +187,7 @@ impl SqlPool {
                 Err(sqlx::Error::Database(db))
                     if db.code().as_deref() == Some("23505")
                         || db.code().as_deref() == Some("42P07") => {}
-                Err(e) => return Err(Error::Other(Box::new(e))),
+                Err(e) => return Err(Error::Other(Box::new(crate::SqlError::from(e)))),
             }
         }
         Ok(())

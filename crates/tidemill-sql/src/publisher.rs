@@ -155,7 +155,7 @@ impl Publisher for SqlPublisher {
         self.pool
             .insert(&self.config.tables, topic, &rows, now)
             .await
-            .map_err(|e| Error::publish(topic, &*first_id, e))?;
+            .map_err(|e| Error::publish(topic, &*first_id, crate::SqlError::from(e)))?;
         crate::notify::wake(self.config.tables.prefix(), topic);
         Ok(())
     }

@@ -50,8 +50,8 @@ pub(crate) fn encode(topic: &str, messages: Vec<Message>, now: i64) -> Result<Ve
                 metadata.remove(tidemill::delay::DELAY_UNTIL_KEY);
             }
             let map: BTreeMap<&str, &str> = metadata.iter().collect();
-            let metadata =
-                serde_json::to_string(&map).map_err(|e| Error::publish(topic, &*id, e))?;
+            let metadata = serde_json::to_string(&map)
+                .map_err(|e| Error::publish(topic, &*id, crate::SqlError::from(e)))?;
             Ok(NewRow {
                 id,
                 payload,
