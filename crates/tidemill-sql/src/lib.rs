@@ -124,7 +124,6 @@ pub mod config;
 pub mod dedup;
 pub mod delay;
 pub mod error;
-pub mod error;
 pub mod outbox;
 pub mod pool;
 pub mod publisher;
