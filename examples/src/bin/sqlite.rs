@@ -10,9 +10,10 @@ static SEEN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0); // h
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let id = tidemill::new_uuid(); // a fresh file, topic and group on every run
-    let file = std::env::temp_dir().join(format!("tidemill-example-{id}.db"));
+    let dir = std::env::temp_dir().join(format!("tidemill-example-{id}"));
+    std::fs::create_dir(&dir)?;
     let url = std::env::args().nth(1).or(std::env::var("SQLITE_URL").ok());
-    let url = url.unwrap_or(format!("sqlite://{}", file.display()));
+    let url = url.unwrap_or(format!("sqlite://{}/events.db", dir.display()));
     let pubsub = SqlPubSub::connect(SqlConfig::from_url(url)?).await?;
     let (topic, group) = (format!("orders-{id}"), format!("print-{id}"));
 
@@ -33,7 +34,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let _seen = tokio::time::timeout(Duration::from_secs(30), SEEN.acquire_many(3)).await??;
     running.close().await?;
-    pubsub.pool().close().await; // every connection; SQLite then drops its WAL files
-    let _ = std::fs::remove_file(file); // absent when another URL was given
+    std::fs::remove_dir_all(dir)?; // the database with its WAL files
     Ok(())
 }
