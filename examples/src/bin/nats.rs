@@ -1,0 +1,37 @@
+//! NATS JetStream: a router handler prints the orders a publisher sends.
+//! Run: `cargo run -p tidemill-examples --bin nats [URL]` (or set `NATS_URL`).
+
+use std::time::Duration;
+use tidemill::{Message, Publisher, PublisherExt, Router};
+use tidemill_nats::{NatsConfig, NatsPublisher, NatsSubscriber};
+
+static SEEN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0); // handled messages
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::args().nth(1).or(std::env::var("NATS_URL").ok());
+    let config = NatsConfig::from_url(&url.unwrap_or("nats://127.0.0.1:4222".into()))?;
+    let id = tidemill::new_uuid(); // a fresh topic and group on every run
+    let (topic, config) = (format!("orders-{id}"), config.group(format!("print-{id}")));
+
+    let router = Router::new();
+    router
+        .handler("print")
+        .subscribe(&topic, NatsSubscriber::connect(config.clone()).await?)
+        .handle(|msg| async move {
+            println!("received {}", String::from_utf8_lossy(msg.payload()));
+            SEEN.add_permits(1);
+            Ok(())
+        })?;
+    let running = router.start().await?;
+
+    let publisher = NatsPublisher::connect(config).await?;
+    for n in 1..=3 {
+        let order = Message::new(format!("order #{n}"));
+        publisher.publish_one(&topic, order).await?;
+    }
+    let _seen = tokio::time::timeout(Duration::from_secs(30), SEEN.acquire_many(3)).await??;
+    publisher.close().await?;
+    running.close().await?;
+    Ok(())
+}
