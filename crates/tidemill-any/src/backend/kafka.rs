@@ -14,7 +14,7 @@ use crate::error::AnyError;
 use crate::options::{ParsedUrl, StartPosition, SubscriberOptions};
 
 const NAME: &str = "kafka";
-pub(crate) const KNOWN: &[&str] = &["nack_delay", "partitions", "delivery_timeout"];
+pub(crate) const KNOWN: &[&str] = &["nack_delay", "partitions", "delivery_timeout", "max_in_flight"];
 
 fn configure(url: &ParsedUrl) -> Result<KafkaConfig, AnyError> {
     url.check_known(NAME, KNOWN, &[])?;
