@@ -29,6 +29,9 @@ pub enum Command {
         after_help = "Example:\n  tidemill consume 'postgres://postgres@127.0.0.1/test' orders --group audit --from beginning --format json --count 10"
     )]
     Consume(ConsumeArgs),
+    /// Inspect the poison topic, and requeue or discard its messages.
+    #[command(after_help = "Example:\n  tidemill poison list sqlite://app.db\n  tidemill poison requeue sqlite://app.db --filter tidemill_poison_handler=billing --yes")]
+    Poison(PoisonArgs),
     /// Publish and consume N messages and print the rates and latencies.
     #[command(after_help = "Example:\n  tidemill bench nats://127.0.0.1:4222 -n 10000 -s 256 -c 4")]
     Bench(BenchArgs),
@@ -174,4 +177,91 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 
 fn parse_start(s: &str) -> Result<StartPosition, String> {
     s.parse().map_err(|e: tidemill_any::InvalidStartPosition| e.to_string())
+}
+
+/// `poison`.
+#[derive(Args, Debug)]
+pub struct PoisonArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: PoisonAction,
+}
+
+/// Where the poison topic is.
+#[derive(Args, Debug)]
+pub struct PoisonTarget {
+    #[command(flatten)]
+    pub common: Common,
+    /// The poison topic.
+    #[arg(long, default_value = "poison_queue")]
+    pub topic: String,
+    /// The consumer group that reads the poison topic.
+    #[arg(long, default_value = "tidemill_poison")]
+    pub group: String,
+    /// Stop reading when nothing arrived for this long.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+}
+
+/// The poison subcommands.
+#[derive(Subcommand, Debug)]
+pub enum PoisonAction {
+    /// A table of the messages: id, original topic, handler, reason.
+    List {
+        #[command(flatten)]
+        target: PoisonTarget,
+    },
+    /// One message in full.
+    Show {
+        #[command(flatten)]
+        target: PoisonTarget,
+        /// The message id.
+        id: String,
+    },
+    /// Publish messages back to their original topic, then remove them from the poison topic.
+    Requeue {
+        #[command(flatten)]
+        target: PoisonTarget,
+        #[command(flatten)]
+        selection: Selection,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Remove messages from the poison topic.
+    Discard {
+        #[command(flatten)]
+        target: PoisonTarget,
+        #[command(flatten)]
+        selection: Selection,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Which messages: one id, those matching a metadata filter, or all.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct Selection {
+    /// The message with this id.
+    pub id: Option<String>,
+    /// The messages whose metadata has K=V (repeatable).
+    #[arg(long, value_name = "K=V", value_parser = parse_pair)]
+    pub filter: Vec<(String, String)>,
+    /// Every message.
+    #[arg(long)]
+    pub all: bool,
+}
+
+impl PoisonAction {
+    /// The poison topic this action works on.
+    pub fn target(&self) -> &PoisonTarget {
+        match self {
+            Self::List { target }
+            | Self::Show { target, .. }
+            | Self::Requeue { target, .. }
+            | Self::Discard { target, .. } => target,
+        }
+    }
 }

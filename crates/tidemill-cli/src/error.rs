@@ -38,6 +38,9 @@ pub enum CliError {
         /// How long it waited.
         timeout: Duration,
     },
+    /// Nothing matched, or the user said no.
+    #[error("{0}")]
+    NotFound(String),
     /// The bench did not get all its messages back.
     #[error("{0}")]
     Bench(String),

@@ -3,6 +3,7 @@
 //! ```text
 //! tidemill publish redis://127.0.0.1:6379 orders 'order #1' 'order #2'
 //! tidemill consume redis://127.0.0.1:6379 orders --group audit --format json
+//! tidemill poison requeue redis://127.0.0.1:6379 --all --yes
 //! tidemill bench nats://127.0.0.1:4222 -n 10000 -s 256 -c 4
 //! ```
 #![deny(missing_docs)]
@@ -12,6 +13,7 @@ mod bench;
 mod cli;
 mod consume;
 mod error;
+mod poison;
 mod publish;
 mod session;
 mod signal;
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Publish(args) => publish::run(args).await,
             Command::Consume(args) => consume::run(args).await,
+            Command::Poison(args) => poison::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Completions { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "tidemill", &mut std::io::stdout());

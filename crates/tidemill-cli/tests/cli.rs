@@ -283,3 +283,108 @@ fn help_shows_an_example_per_command_and_completions_print() {
     let script = ok(&run(&["completions", "bash"]));
     assert!(script.contains("tidemill"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_requeue_moves_a_message_back_and_the_handler_then_succeeds() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use tidemill::middleware::PoisonQueueLayer;
+    use tidemill::router::{HandlerError, HandlerResult};
+    use tidemill::{Message, Router};
+    use tidemill_any::SubscriberOptions;
+
+    let url = "redis://127.0.0.1:6379";
+    let topic = unique("orders");
+    let poison = unique("poison");
+    let pubsub = tidemill_any::connect(url).await.unwrap();
+    let failing = Arc::new(AtomicBool::new(true));
+    let handled = Arc::new(AtomicU64::new(0));
+    let router = Router::new();
+    router.layer(PoisonQueueLayer::new(pubsub.publisher(), poison.clone()));
+    let subscriber = pubsub.subscriber(SubscriberOptions::group("billing")).await.unwrap();
+    router
+        .handler("billing")
+        .subscribe(topic.as_str(), subscriber)
+        .handle({
+            let failing = failing.clone();
+            let handled = handled.clone();
+            move |_msg: Message| {
+                let failing = failing.clone();
+                let handled = handled.clone();
+                async move {
+                    if failing.load(Ordering::SeqCst) {
+                        return HandlerResult::<()>::Err(HandlerError::new(std::io::Error::other("card declined")));
+                    }
+                    handled.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }
+        })
+        .unwrap();
+    let running = tokio::spawn({
+        let router = router.clone();
+        async move { router.run().await }
+    });
+    router.running().await;
+    pubsub.publisher().publish(&topic, vec![Message::new("order #1")]).await.unwrap();
+
+    let cli = |args: Vec<String>| tokio::task::spawn_blocking(move || tidemill().args(&args).output().unwrap());
+    let list = {
+        let poison = poison.clone();
+        move || {
+            cli(vec![
+                "poison".into(), "list".into(), url.into(), "--topic".into(), poison.clone(),
+                "--wait".into(), "1s".into(), "--output".into(), "json".into(),
+            ])
+        }
+    };
+    // The failing handler sends the message to the poison topic.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let out = list().await.unwrap();
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&ok(&out)).unwrap();
+        if !rows.is_empty() || Instant::now() > deadline {
+            break rows;
+        }
+    };
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let md = &rows[0]["metadata"];
+    assert!(md["tidemill_poison_reason"].as_str().unwrap().contains("card declined"), "{md}");
+    assert_eq!(md["tidemill_poison_topic"], topic.as_str());
+    assert_eq!(md["tidemill_poison_handler"], "billing");
+    let id = rows[0]["id"].as_str().unwrap().to_owned();
+
+    // Without --yes and a "no" on stdin nothing moves.
+    let mut child = tidemill()
+        .args(["poison", "requeue", url, "--topic", &poison, "--all", "--wait", "1s"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"n\n").unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("[y/N]"));
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+
+    failing.store(false, Ordering::SeqCst);
+    let out = cli(vec![
+        "poison".into(), "requeue".into(), url.into(), id.clone(), "--topic".into(), poison.clone(),
+        "--wait".into(), "1s".into(), "--yes".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(ok(&out).contains(&format!("requeued {id} to {topic}")));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handled.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 1, "the requeued message was handled");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&ok(&list().await.unwrap())).unwrap();
+    assert!(rows.is_empty(), "the poison topic still holds {rows:?}");
+
+    router.close().await.unwrap();
+    running.await.unwrap().unwrap();
+    pubsub.close().await.unwrap();
+}
