@@ -151,7 +151,11 @@ impl ParsedUrl {
         let scheme = url
             .split_once(':')
             .map(|(s, _)| s.to_ascii_lowercase())
-            .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+            .filter(|s| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            })
             .ok_or_else(|| AnyError::InvalidUrl {
                 url: redacted.clone(),
                 reason: "no scheme (expected e.g. redis://host:port)".into(),
@@ -226,7 +230,10 @@ impl ParsedUrl {
     /// `key` as a number.
     pub fn number<T: FromStr>(&self, key: &str) -> Result<Option<T>, AnyError> {
         self.get(key)
-            .map(|v| v.parse().map_err(|_| self.invalid(key, v, "a whole number")))
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| self.invalid(key, v, "a whole number"))
+            })
             .transpose()
     }
 
@@ -265,7 +272,10 @@ impl ParsedUrl {
             })
             .transpose()?;
         Ok(SubscriberOptions {
-            group: self.get("group").filter(|g| !g.is_empty()).map(str::to_owned),
+            group: self
+                .get("group")
+                .filter(|g| !g.is_empty())
+                .map(str::to_owned),
             from,
             max_in_flight: self.number("max_in_flight")?,
         })

@@ -48,7 +48,9 @@ pub fn parse(url: &str) -> Result<AnyConfig, AnyError> {
     backend::check(kind, &url)?;
     Ok(AnyConfig {
         defaults: url.subscriber_defaults()?,
-        connect_timeout: url.duration("connect_timeout")?.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        connect_timeout: url
+            .duration("connect_timeout")?
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         url,
         kind,
     })
@@ -92,7 +94,8 @@ impl AnyConfig {
         let mut url = self.url.clone();
         // Check the merged options the way `parse` checks the URL's own.
         let merged = options.or(&self.defaults);
-        url.params.retain(|(k, _)| k != "group" && k != "from" && k != "max_in_flight");
+        url.params
+            .retain(|(k, _)| k != "group" && k != "from" && k != "max_in_flight");
         if let Some(g) = merged.group {
             url.params.push(("group".into(), g));
         }
@@ -107,12 +110,13 @@ impl AnyConfig {
 
     /// Connects, within the URL's `connect_timeout`.
     pub async fn connect(self) -> Result<AnyPubSub, AnyError> {
-        let backend = tokio::time::timeout(self.connect_timeout, backend::connect(self.kind, &self.url))
-            .await
-            .map_err(|_| AnyError::ConnectTimeout {
-                url: self.url.redacted.clone(),
-                timeout: self.connect_timeout,
-            })??;
+        let backend =
+            tokio::time::timeout(self.connect_timeout, backend::connect(self.kind, &self.url))
+                .await
+                .map_err(|_| AnyError::ConnectTimeout {
+                    url: self.url.redacted.clone(),
+                    timeout: self.connect_timeout,
+                })??;
         Ok(AnyPubSub {
             inner: Arc::new(Inner {
                 backend,

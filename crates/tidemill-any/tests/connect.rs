@@ -46,7 +46,11 @@ async fn memory_by_url() {
 #[tokio::test]
 async fn sqlite_file_by_url() {
     let dir = tempfile::tempdir().unwrap();
-    round_trip(&format!("sqlite://{}", dir.path().join("a.db").display()), BackendKind::Sqlite).await;
+    round_trip(
+        &format!("sqlite://{}", dir.path().join("a.db").display()),
+        BackendKind::Sqlite,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -56,7 +60,11 @@ async fn sqlite_in_memory_by_url() {
 
 #[tokio::test]
 async fn postgres_by_url() {
-    round_trip("postgres://postgres@127.0.0.1:5432/test", BackendKind::Postgres).await;
+    round_trip(
+        "postgres://postgres@127.0.0.1:5432/test",
+        BackendKind::Postgres,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -88,9 +96,16 @@ async fn amqp_by_url() {
     };
     assert!(matches!(err, AnyError::UnsupportedStart { .. }), "{err}");
     let topic = unique("any");
-    let subscriber = pubsub.subscriber(SubscriberOptions::group(unique("g"))).await.unwrap();
+    let subscriber = pubsub
+        .subscriber(SubscriberOptions::group(unique("g")))
+        .await
+        .unwrap();
     let mut subscription = subscriber.subscribe(&topic).await.unwrap();
-    pubsub.publisher().publish(&topic, vec![Message::new("hello")]).await.unwrap();
+    pubsub
+        .publisher()
+        .publish(&topic, vec![Message::new("hello")])
+        .await
+        .unwrap();
     let delivery = tokio::time::timeout(Duration::from_secs(30), subscription.next())
         .await
         .unwrap()
@@ -105,8 +120,15 @@ async fn amqp_by_url() {
 
 #[tokio::test]
 async fn kafka_by_url() {
-    if std::net::TcpStream::connect_timeout(&"127.0.0.1:9092".parse().unwrap(), Duration::from_secs(1)).is_err() {
-        println!("skipped: no Kafka broker on 127.0.0.1:9092 (scripts/kafka-broker.sh fresh starts one)");
+    if std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:9092".parse().unwrap(),
+        Duration::from_secs(1),
+    )
+    .is_err()
+    {
+        println!(
+            "skipped: no Kafka broker on 127.0.0.1:9092 (scripts/kafka-broker.sh fresh starts one)"
+        );
         return;
     }
     round_trip("kafka://127.0.0.1:9092", BackendKind::Kafka).await;
@@ -119,7 +141,9 @@ fn wrong_scheme_unknown_option_and_bad_values_are_typed_errors() {
         other => panic!("{other}"),
     }
     match tidemill_any::parse("postgres://u:pw@h/db?colour=blue").unwrap_err() {
-        AnyError::UnknownOption { option, known, url, .. } => {
+        AnyError::UnknownOption {
+            option, known, url, ..
+        } => {
             assert_eq!(option, "colour");
             assert!(known.contains(&"mode"));
             assert!(!url.contains("pw"));
@@ -140,7 +164,8 @@ fn wrong_scheme_unknown_option_and_bad_values_are_typed_errors() {
     ));
     assert!(tidemill_any::parse("nats://h:4222?from=2026-01-01T00:00:00Z").is_ok());
     assert!(tidemill_any::parse("memory://?from=beginning").is_err());
-    let config = tidemill_any::parse("amqp://guest:guest@h/%2f?mode=topic&exchange=events").unwrap();
+    let config =
+        tidemill_any::parse("amqp://guest:guest@h/%2f?mode=topic&exchange=events").unwrap();
     assert!(!format!("{config:?}").contains("guest:guest"));
 }
 
@@ -150,7 +175,13 @@ async fn unreachable_broker_is_a_connect_error_in_bounded_time() {
     let err = tidemill_any::connect("redis://:s3cret@127.0.0.1:1?connect_timeout=2s")
         .await
         .unwrap_err();
-    assert!(matches!(err, AnyError::Connect { .. } | AnyError::ConnectTimeout { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            AnyError::Connect { .. } | AnyError::ConnectTimeout { .. }
+        ),
+        "{err}"
+    );
     assert!(!err.to_string().contains("s3cret"));
     assert!(started.elapsed() < Duration::from_secs(10));
 }

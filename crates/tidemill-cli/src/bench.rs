@@ -44,7 +44,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), CliError> {
         .clone()
         .unwrap_or_else(|| format!("bench_{}", tidemill::new_uuid().replace('-', "")));
     config.validate_topic(&topic)?;
-    let mut options = SubscriberOptions::group(format!("bench_{}", tidemill::new_uuid().replace('-', "")));
+    let mut options =
+        SubscriberOptions::group(format!("bench_{}", tidemill::new_uuid().replace('-', "")));
     if let Some(n) = args.max_in_flight {
         options = options.max_in_flight(n);
     }
@@ -65,7 +66,9 @@ async fn bench(
 ) -> Result<(Side, Side), CliError> {
     let n = args.messages;
     let subscriber = session.pubsub.subscriber(options).await?;
-    let mut subscription = session.timed("subscribing", subscriber.subscribe(topic)).await??;
+    let mut subscription = session
+        .timed("subscribing", subscriber.subscribe(topic))
+        .await??;
     let bar = if args.common.output == Output::Text {
         ProgressBar::with_draw_target(Some(n * 2), ProgressDrawTarget::stderr())
     } else {
@@ -97,7 +100,12 @@ async fn bench(
                         continue;
                     }
                 };
-                if let Some(sent) = delivery.message().metadata().get(SENT_AT).and_then(|v| v.parse::<u64>().ok()) {
+                if let Some(sent) = delivery
+                    .message()
+                    .metadata()
+                    .get(SENT_AT)
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
                     let _ = latency.record(now_us().saturating_sub(sent).max(1));
                 }
                 if seen.insert(delivery.message().id().to_owned()) {
@@ -126,13 +134,21 @@ async fn bench(
                 while sent < share {
                     let k = batch.min(share - sent);
                     let messages: Vec<Message> = (0..k)
-                        .map(|_| Message::new(payload.clone()).with_metadata(SENT_AT, now_us().to_string()))
+                        .map(|_| {
+                            Message::new(payload.clone())
+                                .with_metadata(SENT_AT, now_us().to_string())
+                        })
                         .collect();
                     let t = Instant::now();
                     match tokio::time::timeout(timeout, publisher.publish(&topic, messages)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => return Err(CliError::PubSub(e)),
-                        Err(_) => return Err(CliError::Bench(format!("a publish call took longer than {}", humantime::format_duration(timeout)))),
+                        Err(_) => {
+                            return Err(CliError::Bench(format!(
+                                "a publish call took longer than {}",
+                                humantime::format_duration(timeout)
+                            )))
+                        }
                     }
                     let _ = latency.record((t.elapsed().as_micros() as u64).max(1));
                     sent += k;
@@ -145,7 +161,9 @@ async fn bench(
     let publishing = async {
         let mut latency = histogram();
         for p in producers {
-            let h = p.await.map_err(|e| CliError::Bench(format!("a publisher failed: {e}")))??;
+            let h = p
+                .await
+                .map_err(|e| CliError::Bench(format!("a publisher failed: {e}")))??;
             latency.add(&h).expect("same bounds");
         }
         Ok::<_, CliError>((start.elapsed(), latency))
@@ -153,7 +171,9 @@ async fn bench(
     let (published, (consumed, consume_elapsed, consume_latency)) =
         tokio::join!(publishing, consumer);
     bar.finish_and_clear();
-    let close = session.timed("closing the subscriber", subscriber.close()).await;
+    let close = session
+        .timed("closing the subscriber", subscriber.close())
+        .await;
     let (publish_elapsed, publish_latency) = published?;
     if let Ok(Err(e)) = close {
         eprintln!("warning: closing the subscriber: {e}");
@@ -164,8 +184,16 @@ async fn bench(
         )));
     }
     Ok((
-        Side { messages: n, elapsed: publish_elapsed, latency: publish_latency },
-        Side { messages: consumed, elapsed: consume_elapsed, latency: consume_latency },
+        Side {
+            messages: n,
+            elapsed: publish_elapsed,
+            latency: publish_latency,
+        },
+        Side {
+            messages: consumed,
+            elapsed: consume_elapsed,
+            latency: consume_latency,
+        },
     ))
 }
 
@@ -207,8 +235,14 @@ fn report(args: &BenchArgs, session: &Session, publish: &Side, consume: &Side) {
         Output::Text => {
             let mut table = comfy_table::Table::new();
             table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-            table.set_header(vec!["phase", "messages", "seconds", "msgs/s", "MB/s", "p50 ms", "p90 ms", "p99 ms", "max ms"]);
-            for (name, s, what) in [("publish", publish, "per publish call"), ("consume", consume, "publish to delivery")] {
+            table.set_header(vec![
+                "phase", "messages", "seconds", "msgs/s", "MB/s", "p50 ms", "p90 ms", "p99 ms",
+                "max ms",
+            ]);
+            for (name, s, what) in [
+                ("publish", publish, "per publish call"),
+                ("consume", consume, "publish to delivery"),
+            ] {
                 let _ = what;
                 table.add_row(vec![
                     name.to_owned(),

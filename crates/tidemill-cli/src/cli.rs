@@ -21,7 +21,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Publish messages from arguments, a file or standard input (one per line, or JSON lines).
-    #[command(after_help = "Example:\n  echo '{\"payload\":\"hi\",\"metadata\":{\"kind\":\"greeting\"}}' | tidemill publish redis://127.0.0.1:6379 greetings --jsonl")]
+    #[command(
+        after_help = "Example:\n  echo '{\"payload\":\"hi\",\"metadata\":{\"kind\":\"greeting\"}}' | tidemill publish redis://127.0.0.1:6379 greetings --jsonl"
+    )]
     Publish(PublishArgs),
     /// Print the messages of a topic as they arrive.
     #[command(
@@ -30,13 +32,24 @@ pub enum Command {
     )]
     Consume(ConsumeArgs),
     /// Inspect the poison topic, and requeue or discard its messages.
-    #[command(after_help = "Example:\n  tidemill poison list sqlite://app.db\n  tidemill poison requeue sqlite://app.db --filter tidemill_poison_handler=billing --yes")]
+    #[command(
+        after_help = "Example:\n  tidemill poison list sqlite://app.db\n  tidemill poison requeue sqlite://app.db --filter tidemill_poison_handler=billing --yes"
+    )]
     Poison(PoisonArgs),
     /// Publish and consume N messages and print the rates and latencies.
-    #[command(after_help = "Example:\n  tidemill bench nats://127.0.0.1:4222 -n 10000 -s 256 -c 4")]
+    #[command(
+        after_help = "Example:\n  tidemill bench nats://127.0.0.1:4222 -n 10000 -s 256 -c 4"
+    )]
     Bench(BenchArgs),
+    /// Run the router demo: publish, greet, print (the URL, TIDEMILL_URL or WATERMILL_PUBSUB_TYPE picks the broker).
+    #[command(
+        after_help = "Example:\n  TIDEMILL_URL=nats://127.0.0.1:4222 tidemill demo --interval 1s --count 5"
+    )]
+    Demo(tidemill_cli::demo::DemoArgs),
     /// Print a shell completion script.
-    #[command(after_help = "Example:\n  tidemill completions bash > /etc/bash_completion.d/tidemill")]
+    #[command(
+        after_help = "Example:\n  tidemill completions bash > /etc/bash_completion.d/tidemill"
+    )]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
@@ -176,7 +189,8 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 }
 
 fn parse_start(s: &str) -> Result<StartPosition, String> {
-    s.parse().map_err(|e: tidemill_any::InvalidStartPosition| e.to_string())
+    s.parse()
+        .map_err(|e: tidemill_any::InvalidStartPosition| e.to_string())
 }
 
 /// `poison`.

@@ -36,7 +36,11 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     {
         // A peek holds what it printed until it ends: the window must not stop delivery.
         let window = args.count.map(|c| c as usize).unwrap_or(PEEK_WINDOW).max(1);
-        options = options.max_in_flight(window.min(if config.kind() == BackendKind::Amqp { u16::MAX as usize } else { usize::MAX }));
+        options = options.max_in_flight(window.min(if config.kind() == BackendKind::Amqp {
+            u16::MAX as usize
+        } else {
+            usize::MAX
+        }));
     }
     // An impossible start position is refused before connecting.
     config.check_subscriber(&options)?;
@@ -103,7 +107,10 @@ async fn consume(
                     .and_then(|()| stdout.flush())
                 {
                     delivery.nack();
-                    return Err(CliError::Io { what: "writing to standard output".into(), source: e });
+                    return Err(CliError::Io {
+                        what: "writing to standard output".into(),
+                        source: e,
+                    });
                 }
                 printed += 1;
             }
@@ -121,7 +128,10 @@ async fn consume(
         Ok(())
     }
     .await;
-    if let Err(e) = session.timed("closing the subscriber", subscriber.close()).await? {
+    if let Err(e) = session
+        .timed("closing the subscriber", subscriber.close())
+        .await?
+    {
         eprintln!("warning: closing the subscriber: {e}");
     }
     result
@@ -148,14 +158,20 @@ pub(crate) fn to_json(topic: &str, message: &Message) -> serde_json::Value {
     match std::str::from_utf8(message.payload()) {
         Ok(text) => object["payload"] = text.into(),
         Err(_) => {
-            object["payload_base64"] =
-                base64::engine::general_purpose::STANDARD.encode(message.payload()).into()
+            object["payload_base64"] = base64::engine::general_purpose::STANDARD
+                .encode(message.payload())
+                .into()
         }
     }
     object
 }
 
-fn print(out: &mut impl Write, topic: &str, message: &Message, format: Format) -> std::io::Result<()> {
+fn print(
+    out: &mut impl Write,
+    topic: &str,
+    message: &Message,
+    format: Format,
+) -> std::io::Result<()> {
     match format {
         Format::Raw => {
             out.write_all(message.payload())?;

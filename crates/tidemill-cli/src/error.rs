@@ -41,7 +41,7 @@ pub enum CliError {
     /// Nothing matched, or the user said no.
     #[error("{0}")]
     NotFound(String),
-    /// The bench did not get all its messages back.
+    /// The bench or the demo failed.
     #[error("{0}")]
     Bench(String),
 }

@@ -25,7 +25,10 @@ use crate::error::CliError;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
@@ -38,8 +41,16 @@ fn main() -> std::process::ExitCode {
             Command::Consume(args) => consume::run(args).await,
             Command::Poison(args) => poison::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Demo(args) => tidemill_cli::demo::run(args)
+                .await
+                .map_err(|e| CliError::Bench(format!("the demo failed: {e}"))),
             Command::Completions { shell } => {
-                clap_complete::generate(shell, &mut Cli::command(), "tidemill", &mut std::io::stdout());
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "tidemill",
+                    &mut std::io::stdout(),
+                );
                 Ok(())
             }
         }

@@ -37,10 +37,17 @@ pub(crate) async fn run(args: PoisonArgs) -> Result<(), CliError> {
     result
 }
 
-async fn poison(session: &Session, args: &PoisonTarget, action: &PoisonAction, options: SubscriberOptions) -> Result<(), CliError> {
+async fn poison(
+    session: &Session,
+    args: &PoisonTarget,
+    action: &PoisonAction,
+    options: SubscriberOptions,
+) -> Result<(), CliError> {
     let subscriber = session.pubsub.subscriber(options).await?;
     let result = async {
-        let mut subscription = session.timed("subscribing", subscriber.subscribe(&args.topic)).await??;
+        let mut subscription = session
+            .timed("subscribing", subscriber.subscribe(&args.topic))
+            .await??;
         // Read until the topic is quiet for `--wait`.
         let mut held: Vec<Delivery> = Vec::new();
         let mut ids = HashSet::new();
@@ -65,7 +72,10 @@ async fn poison(session: &Session, args: &PoisonTarget, action: &PoisonAction, o
         outcome
     }
     .await;
-    if let Err(e) = session.timed("closing the subscriber", subscriber.close()).await? {
+    if let Err(e) = session
+        .timed("closing the subscriber", subscriber.close())
+        .await?
+    {
         eprintln!("warning: closing the subscriber: {e}");
     }
     result
@@ -84,12 +94,20 @@ fn selected(selection: &Selection, message: &Message) -> bool {
     selection.all
 }
 
-async fn act(session: &Session, args: &PoisonTarget, action: &PoisonAction, held: &mut Vec<Delivery>) -> Result<(), CliError> {
+async fn act(
+    session: &Session,
+    args: &PoisonTarget,
+    action: &PoisonAction,
+    held: &mut Vec<Delivery>,
+) -> Result<(), CliError> {
     let json = args.common.output == Output::Json;
     match action {
         PoisonAction::List { .. } => {
             if json {
-                let rows: Vec<_> = held.iter().map(|d| to_json(&args.topic, d.message())).collect();
+                let rows: Vec<_> = held
+                    .iter()
+                    .map(|d| to_json(&args.topic, d.message()))
+                    .collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
                 let mut table = comfy_table::Table::new();
@@ -120,28 +138,54 @@ async fn act(session: &Session, args: &PoisonTarget, action: &PoisonAction, held
                 let m = d.message();
                 let md = m.metadata();
                 println!("id:             {}", m.id());
-                println!("original topic: {}", md.get(POISON_TOPIC_KEY).unwrap_or("-"));
-                println!("handler:        {}", md.get(POISON_HANDLER_KEY).unwrap_or("-"));
-                println!("subscriber:     {}", md.get(POISON_SUBSCRIBER_KEY).unwrap_or("-"));
-                println!("reason:         {}", md.get(POISON_REASON_KEY).unwrap_or("-"));
-                for (k, v) in md.iter().filter(|(k, _)| !k.starts_with("tidemill_poison_")) {
+                println!(
+                    "original topic: {}",
+                    md.get(POISON_TOPIC_KEY).unwrap_or("-")
+                );
+                println!(
+                    "handler:        {}",
+                    md.get(POISON_HANDLER_KEY).unwrap_or("-")
+                );
+                println!(
+                    "subscriber:     {}",
+                    md.get(POISON_SUBSCRIBER_KEY).unwrap_or("-")
+                );
+                println!(
+                    "reason:         {}",
+                    md.get(POISON_REASON_KEY).unwrap_or("-")
+                );
+                for (k, v) in md
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("tidemill_poison_"))
+                {
                     println!("metadata:       {k}={v}");
                 }
                 println!("payload:\n{}", String::from_utf8_lossy(m.payload()));
             }
             Ok(())
         }
-        PoisonAction::Requeue { selection, yes, .. } | PoisonAction::Discard { selection, yes, .. } => {
+        PoisonAction::Requeue { selection, yes, .. }
+        | PoisonAction::Discard { selection, yes, .. } => {
             let requeue = matches!(action, PoisonAction::Requeue { .. });
-            let (chosen, rest): (Vec<Delivery>, Vec<Delivery>) =
-                std::mem::take(held).into_iter().partition(|d| selected(selection, d.message()));
+            let (chosen, rest): (Vec<Delivery>, Vec<Delivery>) = std::mem::take(held)
+                .into_iter()
+                .partition(|d| selected(selection, d.message()));
             *held = rest;
             if chosen.is_empty() {
                 held.extend(chosen);
-                return Err(CliError::NotFound(format!("no message on {} matches", args.topic)));
+                return Err(CliError::NotFound(format!(
+                    "no message on {} matches",
+                    args.topic
+                )));
             }
             let verb = if requeue { "requeue" } else { "discard" };
-            if !yes && !confirm(&format!("{verb} {} message(s) from {}?", chosen.len(), args.topic))? {
+            if !yes
+                && !confirm(&format!(
+                    "{verb} {} message(s) from {}?",
+                    chosen.len(),
+                    args.topic
+                ))?
+            {
                 held.extend(chosen);
                 return Err(CliError::NotFound("aborted: nothing changed".into()));
             }
@@ -149,17 +193,33 @@ async fn act(session: &Session, args: &PoisonTarget, action: &PoisonAction, held
             let mut done = Vec::new();
             for d in chosen {
                 if requeue {
-                    let Some(topic) = d.message().metadata().get(POISON_TOPIC_KEY).map(str::to_owned) else {
-                        eprintln!("warning: {} has no original topic ({POISON_TOPIC_KEY}); left in place", d.message().id());
+                    let Some(topic) = d
+                        .message()
+                        .metadata()
+                        .get(POISON_TOPIC_KEY)
+                        .map(str::to_owned)
+                    else {
+                        eprintln!(
+                            "warning: {} has no original topic ({POISON_TOPIC_KEY}); left in place",
+                            d.message().id()
+                        );
                         held.push(d);
                         continue;
                     };
                     let (id, payload, mut metadata) = d.message().clone().into_parts();
-                    for key in [POISON_REASON_KEY, POISON_TOPIC_KEY, POISON_HANDLER_KEY, POISON_SUBSCRIBER_KEY] {
+                    for key in [
+                        POISON_REASON_KEY,
+                        POISON_TOPIC_KEY,
+                        POISON_HANDLER_KEY,
+                        POISON_SUBSCRIBER_KEY,
+                    ] {
                         metadata.remove(key);
                     }
                     let message = Message::from_parts(id, payload, metadata);
-                    match session.timed("requeueing", publisher.publish(&topic, vec![message])).await {
+                    match session
+                        .timed("requeueing", publisher.publish(&topic, vec![message]))
+                        .await
+                    {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
                             held.push(d);
@@ -206,4 +266,3 @@ fn confirm(question: &str) -> Result<bool, CliError> {
         .map_err(CliError::io("reading the answer"))?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
-

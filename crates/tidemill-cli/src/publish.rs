@@ -24,10 +24,7 @@ struct JsonLine {
 }
 
 /// Turns the input into messages; malformed lines are returned with their numbers (from 1).
-fn parse_input(
-    args: &PublishArgs,
-    input: &str,
-) -> (Vec<Message>, Vec<(usize, String)>) {
+fn parse_input(args: &PublishArgs, input: &str) -> (Vec<Message>, Vec<(usize, String)>) {
     let mut messages = Vec::new();
     let mut errors = Vec::new();
     let lines: Vec<(usize, &str)> = if args.messages.is_empty() {
@@ -76,7 +73,9 @@ fn parse_input(
             message.metadata_mut().set(k.clone(), v.clone());
         }
         if let Some(key) = &args.key {
-            message.metadata_mut().set(tidemill_any::KEY_METADATA, key.clone());
+            message
+                .metadata_mut()
+                .set(tidemill_any::KEY_METADATA, key.clone());
         }
         messages.push(message);
     }
@@ -124,17 +123,24 @@ pub(crate) async fn run(args: PublishArgs) -> Result<(), CliError> {
             all.push(copy);
         }
     }
-    let interval = args.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r));
+    let interval = args
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(1.0 / r));
     let result = async {
         if args.atomic {
             ids.extend(all.iter().map(|m| m.id().to_owned()));
-            session.timed("publishing", publisher.publish(&args.topic, all)).await??;
+            session
+                .timed("publishing", publisher.publish(&args.topic, all))
+                .await??;
         } else if let Some(interval) = interval {
             let mut tick = tokio::time::interval(interval);
             for m in all {
                 tick.tick().await;
                 let id = m.id().to_owned();
-                session.timed("publishing", publisher.publish(&args.topic, vec![m])).await??;
+                session
+                    .timed("publishing", publisher.publish(&args.topic, vec![m]))
+                    .await??;
                 ids.push(id);
             }
         } else {
@@ -142,7 +148,9 @@ pub(crate) async fn run(args: PublishArgs) -> Result<(), CliError> {
             while !rest.is_empty() {
                 let tail = rest.split_off(rest.len().min(100));
                 let batch_ids: Vec<String> = rest.iter().map(|m| m.id().to_owned()).collect();
-                session.timed("publishing", publisher.publish(&args.topic, rest)).await??;
+                session
+                    .timed("publishing", publisher.publish(&args.topic, rest))
+                    .await??;
                 ids.extend(batch_ids);
                 rest = tail;
             }

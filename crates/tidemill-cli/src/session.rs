@@ -27,11 +27,7 @@ impl Session {
     }
 
     /// `f`, or a timeout error naming `what`.
-    pub async fn timed<T>(
-        &self,
-        what: &str,
-        f: impl Future<Output = T>,
-    ) -> Result<T, CliError> {
+    pub async fn timed<T>(&self, what: &str, f: impl Future<Output = T>) -> Result<T, CliError> {
         tokio::time::timeout(self.timeout, f)
             .await
             .map_err(|_| CliError::Timeout {

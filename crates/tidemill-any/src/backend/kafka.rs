@@ -14,11 +14,19 @@ use crate::error::AnyError;
 use crate::options::{ParsedUrl, StartPosition, SubscriberOptions};
 
 const NAME: &str = "kafka";
-pub(crate) const KNOWN: &[&str] = &["nack_delay", "partitions", "delivery_timeout", "max_in_flight"];
+pub(crate) const KNOWN: &[&str] = &[
+    "nack_delay",
+    "partitions",
+    "delivery_timeout",
+    "max_in_flight",
+];
 
 fn configure(url: &ParsedUrl) -> Result<KafkaConfig, AnyError> {
     url.check_known(NAME, KNOWN, &[])?;
-    let brokers = url.base.trim_start_matches("kafka://").trim_end_matches('/');
+    let brokers = url
+        .base
+        .trim_start_matches("kafka://")
+        .trim_end_matches('/');
     if brokers.is_empty() || brokers.contains('@') {
         return Err(AnyError::InvalidUrl {
             url: url.redacted.clone(),
@@ -37,7 +45,10 @@ fn configure(url: &ParsedUrl) -> Result<KafkaConfig, AnyError> {
         config = config.delivery_timeout(d);
     }
     if let Some(d) = url.duration("connect_timeout")? {
-        config = config.set("socket.connection.setup.timeout.ms", d.as_millis().to_string());
+        config = config.set(
+            "socket.connection.setup.timeout.ms",
+            d.as_millis().to_string(),
+        );
     }
     if url.get("max_in_flight").is_some() {
         return Err(max_in_flight());

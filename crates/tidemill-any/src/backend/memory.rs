@@ -22,7 +22,10 @@ struct Config {
 
 fn configure(url: &ParsedUrl) -> Result<Config, AnyError> {
     url.check_known(NAME, KNOWN, &[])?;
-    let rest = url.base.trim_start_matches("memory:").trim_start_matches('/');
+    let rest = url
+        .base
+        .trim_start_matches("memory:")
+        .trim_start_matches('/');
     if !rest.is_empty() {
         return Err(AnyError::InvalidUrl {
             url: url.redacted.clone(),

@@ -186,7 +186,9 @@ pub(crate) fn check(kind: BackendKind, url: &ParsedUrl) -> Result<(), AnyError> 
         #[cfg(feature = "memory")]
         BackendKind::Memory => memory::check(url, &defaults),
         #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-        BackendKind::Sqlite | BackendKind::Postgres | BackendKind::MySql => sql::check(url, &defaults),
+        BackendKind::Sqlite | BackendKind::Postgres | BackendKind::MySql => {
+            sql::check(url, &defaults)
+        }
         #[cfg(feature = "redis")]
         BackendKind::Redis => redis::check(url, &defaults),
         #[cfg(feature = "nats")]

@@ -21,7 +21,13 @@ pub(crate) const KNOWN: &[&str] = &[
     "max_connections",
 ];
 /// The database clients' own parameters, left in the URL for sqlx.
-const PASSED: &[&str] = &["sslmode", "ssl-mode", "sslrootcert", "ssl-ca", "application_name"];
+const PASSED: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-ca",
+    "application_name",
+];
 
 fn configure(url: &ParsedUrl) -> Result<SqlConfig, AnyError> {
     url.check_known(NAME, KNOWN, PASSED)?;
@@ -83,7 +89,9 @@ pub(crate) fn check(url: &ParsedUrl, defaults: &SubscriberOptions) -> Result<(),
 
 pub(crate) async fn connect(url: &ParsedUrl) -> Result<Box<dyn Backend>, AnyError> {
     let config = configure(url)?;
-    let pubsub = SqlPubSub::connect(config).await.map_err(connect_error(url))?;
+    let pubsub = SqlPubSub::connect(config)
+        .await
+        .map_err(connect_error(url))?;
     pubsub.initialize().await.map_err(connect_error(url))?;
     Ok(Box::new(Sql {
         publisher: Arc::new(pubsub.publisher()),
