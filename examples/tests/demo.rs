@@ -12,11 +12,36 @@ fn demo_in_process_greets_every_message_and_stops_cleanly() {
     check_demo("in-process");
 }
 
+#[test]
+fn demo_on_redis_by_tidemill_url() {
+    check_demo_with(&[], &[("TIDEMILL_URL", "redis://127.0.0.1:6379")]);
+}
+
+#[test]
+fn demo_on_nats_by_watermill_pubsub_type() {
+    check_demo_with(&[], &[("WATERMILL_PUBSUB_TYPE", "nats")]);
+}
+
+#[test]
+fn demo_in_process_by_empty_watermill_pubsub_type() {
+    check_demo_with(&[], &[("WATERMILL_PUBSUB_TYPE", "")]);
+}
+
 fn check_demo(pubsub: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(["--interval", "20ms", "--count", "3", "--pubsub", pubsub])
-        .output()
-        .expect("the demo runs");
+    check_demo_with(&["--pubsub", pubsub], &[]);
+}
+
+fn check_demo_with(args: &[&str], env: &[(&str, &str)]) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_demo"));
+    command
+        .args(["--interval", "20ms", "--count", "3"])
+        .args(args)
+        .env_remove("TIDEMILL_URL")
+        .env_remove("WATERMILL_PUBSUB_TYPE");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("the demo runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -60,6 +85,8 @@ fn sigterm_closes_the_demo_gracefully() {
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
         .args(["--interval", "20ms", "--pubsub", "in-process"])
+        .env_remove("TIDEMILL_URL")
+        .env_remove("WATERMILL_PUBSUB_TYPE")
         .stdout(Stdio::piped())
         .spawn()
         .expect("the demo runs");

@@ -1,0 +1,136 @@
+//! `sqlite://path`, `sqlite::memory:`, `postgres://`, `mysql://`, `mariadb://`: the
+//! tidemill-sql pub/sub. Publisher and subscribers share one pool.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tidemill::{Publisher, Subscriber};
+use tidemill_sql::{ConsumeMode, SqlConfig, SqlPubSub};
+
+use super::{connect_error, unsupported_start, Backend};
+use crate::error::AnyError;
+use crate::options::{ParsedUrl, StartPosition, SubscriberOptions};
+
+const NAME: &str = "sql";
+pub(crate) const KNOWN: &[&str] = &[
+    "max_in_flight",
+    "nack_delay",
+    "mode",
+    "table_prefix",
+    "batch_size",
+    "max_connections",
+];
+/// The database clients' own parameters, left in the URL for sqlx.
+const PASSED: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-ca",
+    "application_name",
+];
+
+fn configure(url: &ParsedUrl) -> Result<SqlConfig, AnyError> {
+    url.check_known(NAME, KNOWN, PASSED)?;
+    let invalid = |reason: tidemill::Error| AnyError::InvalidUrl {
+        url: url.redacted.clone(),
+        reason: reason.to_string(),
+    };
+    let mut config = SqlConfig::from_url(url.base_with(PASSED)).map_err(invalid)?;
+    if let Some(mode) = url.choice("mode", &["log", "queue"])? {
+        config = config.consume_mode(if mode == "queue" {
+            ConsumeMode::Queue
+        } else {
+            ConsumeMode::Log
+        });
+    }
+    if let Some(prefix) = url.get("table_prefix") {
+        config = config.table_prefix(prefix).map_err(invalid)?;
+    }
+    if let Some(n) = url.number("max_in_flight")? {
+        config = config.max_in_flight(n);
+    }
+    if let Some(d) = url.duration("nack_delay")? {
+        config = config.nack_delay(d);
+    }
+    if let Some(n) = url.number("batch_size")? {
+        config = config.batch_size(n);
+    }
+    if let Some(n) = url.number("max_connections")? {
+        config = config.max_connections(n);
+    }
+    Ok(config)
+}
+
+fn is_queue(url: &ParsedUrl) -> bool {
+    url.get("mode") == Some("queue")
+}
+
+/// A new group starts at the beginning; a subscription without a group gets what is published
+/// after it; a queue holds every row until it is acked.
+fn check_start(queue: bool, options: &SubscriberOptions) -> Result<(), AnyError> {
+    let group = options.group.is_some();
+    match options.from {
+        None => Ok(()),
+        Some(StartPosition::Beginning) if group || queue => Ok(()),
+        Some(StartPosition::End) if !group && !queue => Ok(()),
+        Some(position) => Err(unsupported_start(
+            NAME,
+            group,
+            position,
+            "a new consumer group (and queue mode) starts at the beginning (from=beginning), a subscription without a group at the end (from=end)",
+        )),
+    }
+}
+
+pub(crate) fn check(url: &ParsedUrl, defaults: &SubscriberOptions) -> Result<(), AnyError> {
+    configure(url)?;
+    check_start(is_queue(url), defaults)
+}
+
+pub(crate) async fn connect(url: &ParsedUrl) -> Result<Box<dyn Backend>, AnyError> {
+    let config = configure(url)?;
+    let pubsub = SqlPubSub::connect(config)
+        .await
+        .map_err(connect_error(url))?;
+    pubsub.initialize().await.map_err(connect_error(url))?;
+    Ok(Box::new(Sql {
+        publisher: Arc::new(pubsub.publisher()),
+        queue: is_queue(url),
+        pubsub,
+    }))
+}
+
+struct Sql {
+    pubsub: SqlPubSub,
+    publisher: Arc<dyn Publisher>,
+    queue: bool,
+}
+
+#[async_trait]
+impl Backend for Sql {
+    fn publisher(&self) -> Arc<dyn Publisher> {
+        self.publisher.clone()
+    }
+
+    async fn subscriber(
+        &self,
+        options: &SubscriberOptions,
+    ) -> Result<Arc<dyn Subscriber>, AnyError> {
+        check_start(self.queue, options)?;
+        let pubsub = match options.max_in_flight {
+            // The window is the pub/sub's option: a second one on the same pool carries it.
+            Some(n) => SqlPubSub::from_pool(
+                self.pubsub.pool().clone(),
+                self.pubsub.config().clone().max_in_flight(n),
+            ),
+            None => self.pubsub.clone(),
+        };
+        Ok(Arc::new(pubsub.subscriber(options.group.as_deref())?))
+    }
+
+    async fn close(&self) -> tidemill::Result<()> {
+        self.publisher.close().await?;
+        self.pubsub.pool().close().await;
+        Ok(())
+    }
+}
