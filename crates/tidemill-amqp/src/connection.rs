@@ -2,6 +2,7 @@
 
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::{Connection, ConnectionProperties};
+use tidemill::backoff::Retries;
 use tidemill::Error;
 
 use crate::config::AmqpConfig;
@@ -36,27 +37,9 @@ pub(crate) async fn connect(config: &AmqpConfig, role: &str) -> lapin::Result<Co
 }
 
 /// The reconnect backoff: the core's, between the configured first and longest wait.
-pub(crate) struct Backoff(tidemill::backoff::Retries);
-
-impl Backoff {
-    pub(crate) fn new(config: &AmqpConfig) -> Self {
-        Self(tidemill::backoff::Retries::new(tidemill::Backoff::new(
-            config.reconnect_initial,
-            config.reconnect_max,
-        )))
-    }
-}
-
-impl std::ops::Deref for Backoff {
-    type Target = tidemill::backoff::Retries;
-
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Backoff {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
+pub(crate) fn reconnect_backoff(config: &AmqpConfig) -> Retries {
+    Retries::new(tidemill::Backoff::new(
+        config.reconnect_initial,
+        config.reconnect_max,
+    ))
 }

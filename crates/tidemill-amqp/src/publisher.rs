@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::codec;
 use crate::config::AmqpConfig;
-use crate::connection::{connect, connect_error, Backoff};
+use crate::connection::{connect, connect_error, reconnect_backoff};
 use crate::declare::{declare_exchange, declare_queue, QueueSpec};
 use crate::error::{is_transient, AmqpError};
 
@@ -310,7 +310,7 @@ impl Publisher for AmqpPublisher {
         let exchange = topology.exchange_for(topic);
         let routing_key = topology.routing_key_for(topic);
         let deadline = Instant::now() + inner.config.publish_timeout;
-        let mut backoff = Backoff::new(&inner.config);
+        let mut backoff = reconnect_backoff(&inner.config);
         let mut done = 0;
         let mut attempts = 0u32;
         loop {

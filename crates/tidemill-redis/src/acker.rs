@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::RedisConfig;
-use crate::connection::{is_connection_error, Backoff};
+use crate::connection::{is_connection_error, reconnect_backoff};
 
 /// How long settlements are retried while the server is unreachable. Past this, the messages
 /// stay pending and come back through `XAUTOCLAIM`: at-least-once still holds.
@@ -118,7 +118,7 @@ async fn send(
     what: &[(&Target, &str, usize)],
 ) {
     let started = Instant::now();
-    let mut backoff = Backoff::new(config);
+    let mut backoff = reconnect_backoff(config);
     loop {
         let mut conn = conn.clone();
         let result: RedisResult<Vec<RedisResult<Value>>> = pipe.query_async(&mut conn).await;

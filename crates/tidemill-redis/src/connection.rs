@@ -3,6 +3,7 @@
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, RedisError};
+use tidemill::backoff::Retries;
 use tidemill::{Error, Result};
 
 use crate::config::RedisConfig;
@@ -74,27 +75,9 @@ pub(crate) fn is_connection_error(e: &RedisError) -> bool {
 }
 
 /// The reconnect backoff: the core's, between the configured first and longest wait.
-pub(crate) struct Backoff(tidemill::backoff::Retries);
-
-impl Backoff {
-    pub(crate) fn new(config: &RedisConfig) -> Self {
-        Self(tidemill::backoff::Retries::new(tidemill::Backoff::new(
-            config.reconnect_min_delay,
-            config.reconnect_max_delay,
-        )))
-    }
-}
-
-impl std::ops::Deref for Backoff {
-    type Target = tidemill::backoff::Retries;
-
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Backoff {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
+pub(crate) fn reconnect_backoff(config: &RedisConfig) -> Retries {
+    Retries::new(tidemill::Backoff::new(
+        config.reconnect_min_delay,
+        config.reconnect_max_delay,
+    ))
 }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::codec;
 use crate::config::RedisConfig;
-use crate::connection::{is_connection_error, Backoff, Endpoint};
+use crate::connection::{is_connection_error, reconnect_backoff, Endpoint};
 use crate::error::RedisAdapterError;
 
 /// Publishes with `XADD` to the stream `<key_prefix><topic>`.
@@ -120,7 +120,7 @@ impl RedisPublisher {
             pipe.ignore_errors();
             Batch::Many(pipe)
         };
-        let mut retry: Option<(Instant, Backoff)> = None;
+        let mut retry: Option<(Instant, tidemill::backoff::Retries)> = None;
         loop {
             let mut conn = inner.conn.clone();
             // Ok(Some((i, e))): the server refused message i; Err: the request failed as a whole.
@@ -153,7 +153,7 @@ impl RedisPublisher {
                     let (deadline, backoff) = retry.get_or_insert_with(|| {
                         (
                             Instant::now() + inner.config.publish_retry_timeout,
-                            Backoff::new(&inner.config),
+                            reconnect_backoff(&inner.config),
                         )
                     });
                     let delay = backoff.next_delay();

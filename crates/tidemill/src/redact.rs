@@ -9,6 +9,7 @@
 /// assert_eq!(redact_url("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
 /// assert_eq!(redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
 /// assert_eq!(redact_url("nats://127.0.0.1:4222?token=abc&x=1"), "nats://127.0.0.1:4222?token=***&x=1");
+/// assert_eq!(redact_url("nats://s3cret-token@127.0.0.1:4222"), "nats://***@127.0.0.1:4222");
 /// assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
 /// ```
 pub fn redact_url(url: &str) -> String {
@@ -25,8 +26,12 @@ pub fn redact_url(url: &str) -> String {
                 Some(at) => {
                     let userinfo = &authority[..at];
                     let user = userinfo.split(':').next().unwrap_or_default();
+                    let scheme = &head[..scheme_end];
                     let redacted = if userinfo.contains(':') {
                         format!("{user}:***")
+                    } else if matches!(scheme, "nats" | "tls") {
+                        // NATS takes a user without a password as a token.
+                        "***".to_owned()
                     } else {
                         user.to_owned()
                     };

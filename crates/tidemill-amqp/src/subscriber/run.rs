@@ -7,7 +7,7 @@ use tidemill::{Delivery, Error, Result};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::Backoff;
+use crate::connection::reconnect_backoff;
 use crate::error::AmqpError;
 
 use super::consume::{consume, Outcome};
@@ -39,7 +39,7 @@ async fn run_until_stopped(
     buffer: &Buffer,
     cancel: &CancellationToken,
 ) {
-    let mut backoff = Backoff::new(&inner.config);
+    let mut backoff = reconnect_backoff(&inner.config);
     let mut current = Some(first);
     loop {
         let (channel, consumer) = match current.take() {

@@ -7,7 +7,7 @@ use redis::{RedisError, Value};
 use tidemill::{Error, Result};
 use tokio::time::Instant;
 
-use crate::connection::{is_connection_error, Backoff};
+use crate::connection::{is_connection_error, reconnect_backoff};
 use crate::error::RedisAdapterError;
 
 use super::start::ensure_group;
@@ -35,7 +35,7 @@ impl Reader {
         let subscriber = self.subscriber.clone();
         let config = &subscriber.config;
         let state = self.state.clone();
-        let mut backoff = Backoff::new(config);
+        let mut backoff = reconnect_backoff(config);
         let mut read = Read::OwnPending("0-0".to_owned());
         let mut next_claim = Instant::now();
         let mut claim_cursor = "0-0".to_owned();
@@ -110,7 +110,7 @@ impl Reader {
         state.shut();
     }
 
-    pub(super) async fn pause(&self, backoff: &mut Backoff) {
+    pub(super) async fn pause(&self, backoff: &mut tidemill::backoff::Retries) {
         tokio::select! {
             _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = self.state.cancel.cancelled() => {}
