@@ -85,6 +85,7 @@ mod memory;
 mod names;
 mod projection;
 mod repository;
+mod routed;
 mod snapshot;
 #[cfg(feature = "sql")]
 mod sql;
@@ -107,6 +108,7 @@ pub use projection::{
     ProjectionTx,
 };
 pub use repository::{ExecuteError, Loaded, Repository};
+pub use routed::RoutedProjections;
 pub use snapshot::{SnapshotPolicy, SnapshotRecord};
 #[cfg(feature = "sql")]
 pub use sql::{keys, schema::schema_sql, SqlEventStore};
