@@ -125,6 +125,12 @@ pub enum Error {
         #[source]
         source: tidemill::Error,
     },
+    /// Projections run under a router ended with errors (reported when the router closes).
+    #[error("{} projection(s) failed: {}", failures.len(), failures.iter().map(|(n, e)| format!("{n:?}: {e}")).collect::<Vec<_>>().join("; "))]
+    ProjectionsFailed {
+        /// `(projection name, its error)`.
+        failures: Vec<(String, Error)>,
+    },
     /// The database failed.
     #[error("{operation}: {source}")]
     Database {

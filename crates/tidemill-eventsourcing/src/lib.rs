@@ -12,6 +12,8 @@
 //!   with the loaded version, retry on conflict; [`SnapshotPolicy`]; [`Upcasters`].
 //! - [`Projection`], [`run_projection`], [`ProjectionGroup`]: catch-up then live tail over the
 //!   global log; on SQL the read model's writes and the checkpoint share one transaction.
+//!   [`RoutedProjections`] runs them under a [`tidemill::Router`]: started with it, stopped
+//!   (and waited for) by `router.close()`.
 //! - [`SqlEventStore::publish_to`]: appended events also go to a [`tidemill_sql::Outbox`] in
 //!   the append's transaction, named for the CQRS event processors (`name` = event type).
 //! - `conformance` (feature `conformance`): the suite every backend passes.
@@ -53,7 +55,7 @@
 //!
 //! | | PostgreSQL | MariaDB / MySQL | SQLite | memory |
 //! | --- | --- | --- | --- | --- |
-//! | append | one transaction: all events or none | same | same | one lock |
+//! | append | one transaction: all events or none; with `NoStream`/`Exact` and no outbox, one autocommit statement (guarded stream-row upsert and the insert in a CTE) | one transaction | one transaction (`NoStream`/`Exact` without outbox: guard and insert, two statements) | one lock |
 //! | concurrency | the stream's row is locked (upsert) until commit; a wrong expectation is `Conflict`, nothing written | same | one writer at a time | same |
 //! | idempotency | the same ids at the same place in the stream: success, `written: false`; ids used elsewhere: `DuplicateEventId` | same | same | same |
 //! | global order | `(tx_id, position)`: the appending transaction's id, then the position | position (a sequence row locked until commit) | position (one writer) | position |
@@ -85,6 +87,7 @@ mod memory;
 mod names;
 mod projection;
 mod repository;
+mod routed;
 mod snapshot;
 #[cfg(feature = "sql")]
 mod sql;
@@ -107,6 +110,7 @@ pub use projection::{
     ProjectionTx,
 };
 pub use repository::{ExecuteError, Loaded, Repository};
+pub use routed::RoutedProjections;
 pub use snapshot::{SnapshotPolicy, SnapshotRecord};
 #[cfg(feature = "sql")]
 pub use sql::{keys, schema::schema_sql, SqlEventStore};

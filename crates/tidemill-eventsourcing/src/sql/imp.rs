@@ -340,6 +340,110 @@ macro_rules! sql_backend {
                 }))
             }
 
+            fn push_rows<'a>(
+                qb: &mut QueryBuilder<'a, $db>,
+                stream: &'a str,
+                base: i64,
+                events: &'a [NewEvent],
+                now: i64,
+            ) {
+                qb.push_values(events.iter().enumerate(), |mut b, (i, ev)| {
+                    b.push_bind(stream)
+                        .push_bind(base + 1 + i as i64)
+                        .push_bind(ev.id.to_string())
+                        .push_bind(ev.event_type.as_str())
+                        .push_bind(ev.schema_version as i64)
+                        .push_bind(ev.payload.as_ref())
+                        .push_bind(ev.metadata.to_json())
+                        .push_bind(now);
+                });
+            }
+
+            /// The statement that checks the expectation and moves the stream row to its new
+            /// version, returning a row only if the expectation held. A new stream may be
+            /// created only under `NoStream` (base 0); otherwise the row must exist at the
+            /// expected version. Either way the row stays locked until the append commits.
+            fn push_guard<'a>(qb: &mut QueryBuilder<'a, $db>, n: &Names, stream: &'a str, base: i64, count: i64) {
+                let s = &n.streams;
+                if base == 0 {
+                    qb.push(format!("INSERT INTO {s} (stream, version, state) VALUES ("));
+                    qb.push_bind(stream).push(", ").push_bind(count).push(", ").push_bind(STATE_LIVE);
+                    qb.push(format!(
+                        ") ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
+                         state = excluded.state WHERE {s}.version = 0 AND {s}.state <> "
+                    ));
+                    qb.push_bind(STATE_TOMBSTONED);
+                } else {
+                    qb.push(format!("UPDATE {s} SET version = "));
+                    qb.push_bind(base + count).push(", state = ").push_bind(STATE_LIVE);
+                    qb.push(" WHERE stream = ").push_bind(stream);
+                    qb.push(" AND version = ").push_bind(base);
+                    qb.push(" AND state <> ").push_bind(STATE_TOMBSTONED);
+                }
+                qb.push(" RETURNING version");
+            }
+
+            /// The common append in fewer round trips: the expectation is an exact version
+            /// (or no stream), nothing else must commit with it (no outbox, no MariaDB
+            /// sequence row). One guarded upsert of the stream row both checks the
+            /// expectation and takes the row's lock, replacing the lock-then-update pair; on
+            /// PostgreSQL it and the insert are one autocommit statement. `None`: the guard
+            /// did not pass (conflict, tombstone, a retry of a stored append) or an id is
+            /// taken, and the full path decides what to report.
+            async fn append_fast(
+                pool: &Pool,
+                n: &Names,
+                config: &StoreConfig,
+                stream: &str,
+                base: i64,
+                events: &[NewEvent],
+            ) -> sqlx::Result<Option<AppendResult>> {
+                let count = events.len() as i64;
+                let now = to_micros((config.clock)());
+                let cols = "stream, version, event_id, event_type, schema_version, payload, metadata, recorded_at";
+                let rows: Vec<(i64, i64)> = if n.backend == Backend::Postgres {
+                    // One statement, so no transaction is needed: the upsert's guard, then
+                    // the rows only if it passed.
+                    let mut qb = QueryBuilder::<$db>::new("WITH s AS (");
+                    push_guard(&mut qb, n, stream, base, count);
+                    qb.push(format!(") INSERT INTO {} ({cols}) SELECT v.* FROM (", n.events));
+                    push_rows(&mut qb, stream, base, events, now);
+                    qb.push(format!(") AS v ({cols}) WHERE EXISTS (SELECT 1 FROM s) RETURNING tx_id, position"));
+                    let rows: Vec<(i64, i64)> = match qb.build_query_as().fetch_all(pool).await {
+                        Err(e) if crate::sql::imp::unique_violation(&e) => return Ok(None),
+                        r => r?,
+                    };
+                    if rows.is_empty() {
+                        return Ok(None);
+                    }
+                    rows
+                } else {
+                    let mut tx: Tx = pool.begin().await?;
+                    let mut guard = QueryBuilder::<$db>::new("");
+                    push_guard(&mut guard, n, stream, base, count);
+                    let passed: Option<(i64,)> =
+                        guard.build_query_as().fetch_optional(&mut *tx).await?;
+                    if passed.is_none() {
+                        return Ok(None);
+                    }
+                    let mut qb = QueryBuilder::<$db>::new(format!("INSERT INTO {} ({cols}) ", n.events));
+                    push_rows(&mut qb, stream, base, events, now);
+                    qb.push(" RETURNING 0, position");
+                    let rows = match qb.build_query_as().fetch_all(&mut *tx).await {
+                        Err(e) if crate::sql::imp::unique_violation(&e) => return Ok(None),
+                        r => r?,
+                    };
+                    tx.commit().await?;
+                    rows
+                };
+                let (commit, position) = rows.into_iter().max_by_key(|r| r.1).unwrap_or_default();
+                Ok(Some(AppendResult {
+                    version: (base + count) as u64,
+                    position: LogPosition { commit, position },
+                    written: true,
+                }))
+            }
+
             pub(crate) async fn append(
                 pool: &Pool,
                 n: &Names,
@@ -349,6 +453,22 @@ macro_rules! sql_backend {
                 expected: ExpectedVersion,
                 events: &[NewEvent],
             ) -> Result<AppendResult> {
+                let base = match expected {
+                    ExpectedVersion::NoStream => Some(0),
+                    ExpectedVersion::Exact(v) => i64::try_from(v).ok().filter(|v| *v > 0),
+                    _ => None,
+                };
+                if let (Some(base), None, false, false) =
+                    (base, outbox, events.is_empty(), n.backend == Backend::MySql)
+                {
+                    match append_fast(pool, n, config, stream, base, events).await {
+                        Ok(Some(done)) => return Ok(done),
+                        Ok(None) => {}
+                        // Busy or deadlocked: the full path retries.
+                        Err(e) if crate::sql::imp::transient(&e) => {}
+                        Err(e) => return Err(Error::db("appending", e)),
+                    }
+                }
                 let mut attempt = 0u32;
                 loop {
                     attempt += 1;
