@@ -63,9 +63,11 @@ impl Target {
     /// Persistent, with 64 deliveries in flight per subscription (so no order is claimed).
     pub fn persistent() -> Self {
         Self {
+            // A short nack delay: the fault scenarios nack a lot and have a deadline.
             config: InProcessConfig::default()
                 .persistent(true)
-                .max_in_flight(64),
+                .max_in_flight(64)
+                .nack_delay(std::time::Duration::from_millis(10)),
             features: Features {
                 consumer_groups: true,
                 persistent: true,
