@@ -84,11 +84,12 @@ impl fmt::Debug for Auth {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tidemill_nats::{DeliverFrom, NatsConfig, Storage};
+/// use tidemill::StartPosition;
+/// use tidemill_nats::{NatsConfig, Storage};
 ///
 /// let config = NatsConfig::new("nats://127.0.0.1:4222")
 ///     .group("billing")
-///     .deliver_from(DeliverFrom::All)
+///     .start_position(StartPosition::Beginning)
 ///     .storage(Storage::File)
 ///     .max_age(Duration::from_secs(24 * 3600))
 ///     .ack_wait(Duration::from_secs(30))
