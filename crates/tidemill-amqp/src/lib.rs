@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use futures::StreamExt;
-//! use tidemill::{Message, Publisher, Subscriber};
+//! use tidemill::{Message, Publisher, PublisherExt, Subscriber};
 //! use tidemill_amqp::{AmqpConfig, AmqpPublisher, AmqpSubscriber, Topology};
 //!
 //! # #[tokio::main] async fn main() -> tidemill::Result<()> {
@@ -23,8 +23,8 @@
 //! let mut created = search.subscribe("event.created.*").await?;
 //!
 //! let events = AmqpPublisher::connect(config).await?;
-//! events.publish("event.created.europe", vec![Message::new("Metallica, Berlin")]).await?;
-//! events.publish("event.updated.europe", vec![Message::new("sold out")]).await?;
+//! events.publish_one("event.created.europe", Message::new("Metallica, Berlin")).await?;
+//! events.publish_one("event.updated.europe", Message::new("sold out")).await?;
 //!
 //! for expected in ["Metallica, Berlin", "sold out"] {
 //!     let delivery = all_changes.next().await.unwrap()?;

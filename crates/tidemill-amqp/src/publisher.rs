@@ -27,12 +27,12 @@ use crate::error::{is_transient, AmqpError};
 /// timeout; it never reports success for a message the broker has not confirmed.
 ///
 /// ```
-/// use tidemill::{Message, Publisher};
+/// use tidemill::{Message, Publisher, PublisherExt};
 /// use tidemill_amqp::{AmqpConfig, AmqpPublisher};
 ///
 /// # #[tokio::main] async fn main() -> tidemill::Result<()> {
 /// let publisher = AmqpPublisher::connect(AmqpConfig::default()).await?;
-/// publisher.publish("doc.publisher", vec![Message::new("hello")]).await?;
+/// publisher.publish_one("doc.publisher", Message::new("hello")).await?;
 /// publisher.close().await?;
 /// # Ok(()) }
 /// ```

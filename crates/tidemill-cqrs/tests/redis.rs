@@ -216,3 +216,82 @@ async fn redis_request_reply() {
     assert_eq!(answer, "booked 12");
     stop(&router, run).await;
 }
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct ShipParcel {
+    id: u64,
+}
+impl Named for ShipParcel {}
+
+/// An undecodable command on Redis goes to the default dead-letter stream once, with its
+/// reason, and the valid command behind it runs: no redelivery loop ahead of the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_undecodable_command_is_dead_lettered_once_and_the_next_runs() {
+    use futures::StreamExt;
+    use tidemill::middleware::POISON_REASON_KEY;
+    use tidemill::router::DEFAULT_DEAD_LETTER_TOPIC;
+    use tidemill::{Message, PublisherExt, Subscriber};
+
+    let Some((config, publisher)) = redis().await else {
+        return;
+    };
+    let run_id = unique();
+    // Reads only what is written to the shared dead-letter stream from now on.
+    let dead_letters = RedisSubscriber::connect(config.clone().no_group())
+        .await
+        .unwrap();
+    let mut dead = dead_letters
+        .subscribe(DEFAULT_DEAD_LETTER_TOPIC)
+        .await
+        .unwrap();
+    let topics = topic::prefixed(format!("t_{run_id}.commands."));
+    let router = Router::new();
+    let processor = CommandProcessor::with_config(
+        &router,
+        redis_groups(&config, &run_id),
+        ProcessorConfig::default().topic(topics.clone()),
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    processor
+        .handle("ship", move |c: ShipParcel| {
+            let tx = tx.clone();
+            async move {
+                tx.send(c.id).unwrap();
+                HandlerResult::Ok(())
+            }
+        })
+        .unwrap();
+    let run = start(&router).await;
+    let garbage_id = format!("garbage-{run_id}");
+    let garbage = Message::with_id(garbage_id.clone(), "{not json")
+        .with_metadata(tidemill_cqrs::NAME_KEY, "ShipParcel");
+    publisher
+        .publish_one(&format!("t_{run_id}.commands.ShipParcel"), garbage)
+        .await
+        .unwrap();
+    CommandBus::with_config(publisher.clone(), BusConfig::default().topic(topics))
+        .send(&ShipParcel { id: 7 })
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut rx).await, 7);
+    // Other tests may dead-letter on the same stream: count only this one.
+    let mut seen = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, dead.next()).await {
+        if d.message().id() == garbage_id {
+            seen += 1;
+            let reason = d.message().metadata().get(POISON_REASON_KEY).unwrap();
+            assert!(reason.contains("ShipParcel"), "{reason}");
+        }
+        d.ack();
+    }
+    assert_eq!(seen, 1, "dead-lettered exactly once");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err(),
+        "the garbage never reached the handler"
+    );
+    stop(&router, run).await;
+    dead_letters.close().await.unwrap();
+}

@@ -297,7 +297,7 @@ impl KafkaConfig {
         self
     }
 
-    /// How long `close` waits for the last acknowledged offsets to be committed. Default 10 s.
+    /// How long `close` waits for the last acknowledged offsets to be committed. Default 30 s ([`DEFAULT_CLOSE_TIMEOUT`](tidemill::options::DEFAULT_CLOSE_TIMEOUT)).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self

@@ -2,7 +2,7 @@
 //!
 //! ```no_run
 //! use futures::StreamExt;
-//! use tidemill::{Message, Publisher, Subscriber};
+//! use tidemill::{Message, Publisher, PublisherExt, Subscriber};
 //! use tidemill_kafka::{KafkaConfig, KafkaPublisher, KafkaSubscriber, Partitioning};
 //!
 //! # #[tokio::main] async fn main() -> tidemill::Result<()> {
@@ -10,7 +10,7 @@
 //!     .partitioning(Partitioning::MetadataKey("query".into()));
 //! let publisher = KafkaPublisher::new(config.clone())?;
 //! publisher
-//!     .publish("searches", vec![Message::new("[...]").with_metadata("query", "rust")])
+//!     .publish_one("searches", Message::new("[...]").with_metadata("query", "rust"))
 //!     .await?;
 //!
 //! let subscriber = KafkaSubscriber::new(config.group("search-stats"))?;

@@ -22,12 +22,12 @@ use crate::error::KafkaAdapterError;
 /// one. Metadata travels as headers, the id in the `tidemill_message_id` header.
 ///
 /// ```no_run
-/// use tidemill::{Message, Publisher};
+/// use tidemill::{Message, Publisher, PublisherExt};
 /// use tidemill_kafka::{KafkaConfig, KafkaPublisher};
 ///
 /// # async fn example() -> tidemill::Result<()> {
 /// let publisher = KafkaPublisher::new(KafkaConfig::new("127.0.0.1:9092"))?;
-/// publisher.publish("searches", vec![Message::new("rust books")]).await?;
+/// publisher.publish_one("searches", Message::new("rust books")).await?;
 /// publisher.close().await?;
 /// # Ok(()) }
 /// ```

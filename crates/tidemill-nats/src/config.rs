@@ -161,7 +161,7 @@ impl NatsConfig {
     /// | max ack pending | 1024 per consumer |
     /// | pull batch | 64 |
     /// | double ack | off |
-    /// | close timeout | 10 s |
+    /// | close timeout | 30 s |
     pub fn new(server: impl Into<String>) -> Self {
         Self {
             servers: vec![server.into()],

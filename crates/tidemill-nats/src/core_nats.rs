@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! use futures::StreamExt;
-//! use tidemill::{Message, Publisher, Subscriber};
+//! use tidemill::{Message, Publisher, PublisherExt, Subscriber};
 //! use tidemill_nats::{CoreNatsPublisher, CoreNatsSubscriber, NatsConfig};
 //!
 //! # #[tokio::main] async fn main() -> tidemill::Result<()> {
@@ -21,7 +21,7 @@
 //! let subscriber = CoreNatsSubscriber::connect(config.clone().group("workers")).await?;
 //! let mut updates = subscriber.subscribe("prices.live").await?;
 //! let publisher = CoreNatsPublisher::connect(config).await?;
-//! publisher.publish("prices.live", vec![Message::new("42")]).await?;
+//! publisher.publish_one("prices.live", Message::new("42")).await?;
 //! let delivery = updates.next().await.unwrap()?;
 //! delivery.ack(); // does nothing: core NATS has no acknowledgements
 //! # Ok(()) }

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use futures::StreamExt;
-//! use tidemill::{Message, Publisher, Subscriber};
+//! use tidemill::{Message, Publisher, PublisherExt, Subscriber};
 //! use tidemill_nats::{NatsConfig, NatsPublisher, NatsSubscriber};
 //!
 //! # #[tokio::main] async fn main() -> tidemill::Result<()> {
@@ -18,7 +18,7 @@
 //! let subscriber = NatsSubscriber::connect(config.clone().group("billing")).await?;
 //! let publisher = NatsPublisher::connect(config).await?;
 //! publisher
-//!     .publish(&topic, vec![Message::new("order #1").with_metadata("kind", "created")])
+//!     .publish_one(&topic, Message::new("order #1").with_metadata("kind", "created"))
 //!     .await?; // returns once the server stored it
 //!
 //! let mut orders = subscriber.subscribe(&topic).await?;

@@ -31,12 +31,12 @@ use crate::topology::{encode_headers, validate_subject, Streams};
 /// confirmed. A stream is found (or created) for a topic the first time it is published to.
 ///
 /// ```no_run
-/// use tidemill::{Message, Publisher};
+/// use tidemill::{Message, Publisher, PublisherExt};
 /// use tidemill_nats::{NatsConfig, NatsPublisher};
 ///
 /// # #[tokio::main] async fn main() -> tidemill::Result<()> {
 /// let publisher = NatsPublisher::connect(NatsConfig::new("nats://127.0.0.1:4222")).await?;
-/// publisher.publish("orders", vec![Message::new("order #1")]).await?;
+/// publisher.publish_one("orders", Message::new("order #1")).await?;
 /// publisher.close().await?;
 /// # Ok(()) }
 /// ```

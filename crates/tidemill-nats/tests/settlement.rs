@@ -204,3 +204,51 @@ async fn after_max_deliveries_a_message_goes_to_the_dead_letter_subject() {
     letter.ack();
     drop(held);
 }
+
+/// What a closing subscriber returns reaches the server before `close` returns, even when the
+/// process ends right after (the runtime is dropped here), and returning it costs one delivery,
+/// not one per round trip through the pull request still open at the server: with at most
+/// three deliveries the next member of the group still gets the message, at once.
+#[test]
+fn returned_on_close_before_the_process_ends_and_at_the_cost_of_one_delivery() {
+    let topic = common::topic();
+    let group = common::group();
+    let config = common::config().group(group.as_str()).max_deliveries(3);
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    first.block_on(async {
+        let subscriber = NatsSubscriber::connect(config.clone()).await.unwrap();
+        let mut subscription = subscriber.subscribe(&topic).await.unwrap();
+        let publisher = NatsPublisher::connect(common::config()).await.unwrap();
+        publisher
+            .publish(&topic, vec![Message::with_id("m", "")])
+            .await
+            .unwrap();
+        // Nacked with the default delay while the subscription's pull request is still open:
+        // the message comes back into that request after the subscription is gone.
+        next(&mut subscription).await.nack();
+        drop(subscription);
+        subscriber.close().await.unwrap();
+        publisher.close().await.unwrap();
+    });
+    drop(first);
+    runtime().block_on(async {
+        let subscriber = NatsSubscriber::connect(config).await.unwrap();
+        let mut subscription = subscriber.subscribe(&topic).await.unwrap();
+        // Well within the 30 s ack wait that a lost return would have to run out.
+        let again = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+            .await
+            .expect("the returned message comes to the next member at once")
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.message().id(), "m");
+        again.ack();
+        subscriber.close().await.unwrap();
+    });
+}

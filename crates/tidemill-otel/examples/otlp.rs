@@ -24,7 +24,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::SpanExporter;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
-use tidemill::{HandlerResult, InProcessPubSub, Message, Publisher, Router};
+use tidemill::{HandlerResult, InProcessPubSub, Message, Publisher, PublisherExt, Router};
 use tidemill_otel::endpoint::MetricsServer;
 use tidemill_otel::{Metrics, Observability, TracingPublisher};
 use tracing::Instrument;
@@ -89,7 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..5 {
         let request = tracing::info_span!("checkout", otel.kind = "server", order = i);
         publisher
-            .publish("orders", vec![Message::new(format!("order #{i}"))])
+            .publish_one("orders", Message::new(format!("order #{i}")))
             .instrument(request)
             .await?;
     }

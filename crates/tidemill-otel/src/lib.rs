@@ -33,7 +33,7 @@
 //! [`Observability`] installs the lot on a router:
 //!
 //! ```
-//! use tidemill::{HandlerResult, InProcessPubSub, Message, Publisher, Router};
+//! use tidemill::{HandlerResult, InProcessPubSub, Message, Publisher, PublisherExt, Router};
 //! use tidemill_otel::{endpoint::MetricsServer, Metrics, Observability, TracingPublisher};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,7 +59,7 @@
 //! router.running().await;
 //! // Publishers outside the router are wrapped by hand.
 //! let publisher = TracingPublisher::new(metrics.publisher(pubsub.clone()));
-//! publisher.publish("names", vec![Message::new("ada")]).await?;
+//! publisher.publish_one("names", Message::new("ada")).await?;
 //! # while !metrics.encode().contains("tidemill_handler_messages_handled_total{handler=\"greet\",topic=\"names\"} 1") {
 //! #     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
 //! # }

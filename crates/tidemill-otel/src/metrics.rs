@@ -532,11 +532,11 @@ impl Metrics {
     /// Wraps a publisher to count what it publishes.
     ///
     /// ```
-    /// use tidemill::{InProcessPubSub, Message, Publisher};
+    /// use tidemill::{InProcessPubSub, Message, Publisher, PublisherExt};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill::Result<()> {
     /// let metrics = tidemill_otel::Metrics::new();
     /// let publisher = metrics.publisher(InProcessPubSub::new());
-    /// publisher.publish("orders", vec![Message::new("x")]).await?;
+    /// publisher.publish_one("orders", Message::new("x")).await?;
     /// assert!(metrics.encode().contains(r#"tidemill_publisher_messages_published_total{topic="orders"} 1"#));
     /// # Ok(()) }
     /// ```
@@ -551,12 +551,12 @@ impl Metrics {
     ///
     /// ```
     /// use futures::StreamExt;
-    /// use tidemill::{InProcessPubSub, Message, Publisher, Subscriber};
+    /// use tidemill::{InProcessPubSub, Message, Publisher, PublisherExt, Subscriber};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill::Result<()> {
     /// let metrics = tidemill_otel::Metrics::new();
     /// let pubsub = InProcessPubSub::new();
     /// let mut sub = metrics.subscriber(pubsub.clone()).subscribe("orders").await?;
-    /// pubsub.publish("orders", vec![Message::new("x")]).await?;
+    /// pubsub.publish_one("orders", Message::new("x")).await?;
     /// sub.next().await.unwrap()?.ack();
     /// assert!(metrics.encode().contains(r#"tidemill_subscriber_messages_acked_total{topic="orders"} 1"#));
     /// # Ok(()) }

@@ -318,7 +318,7 @@ where
 /// Wrap one publisher, or every publisher of a router with [`TracingPublisher::decorator`]:
 ///
 /// ```
-/// use tidemill::{InProcessPubSub, Message, Publisher};
+/// use tidemill::{InProcessPubSub, Message, Publisher, PublisherExt};
 /// use tidemill_otel::TracingPublisher;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill::Result<()> {
@@ -327,7 +327,7 @@ where
 ///
 /// let pubsub = InProcessPubSub::new();
 /// let publisher = TracingPublisher::new(pubsub.clone());
-/// publisher.publish("orders", vec![Message::new("order #1")]).await?;
+/// publisher.publish_one("orders", Message::new("order #1")).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]

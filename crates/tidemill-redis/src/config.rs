@@ -338,7 +338,7 @@ impl RedisConfig {
         self
     }
 
-    /// How long `close` waits for acknowledgements to reach the server. Default 10 s.
+    /// How long `close` waits for acknowledgements to reach the server. Default 30 s ([`DEFAULT_CLOSE_TIMEOUT`](tidemill::options::DEFAULT_CLOSE_TIMEOUT)).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self

@@ -40,7 +40,7 @@ use self::stream::{Buffer, SubscriptionStream};
 ///
 /// ```
 /// use futures::StreamExt;
-/// use tidemill::{Message, Publisher, Subscriber};
+/// use tidemill::{Message, Publisher, PublisherExt, Subscriber};
 /// use tidemill_amqp::{AmqpConfig, AmqpPublisher, AmqpSubscriber};
 ///
 /// # #[tokio::main] async fn main() -> tidemill::Result<()> {
@@ -48,7 +48,7 @@ use self::stream::{Buffer, SubscriptionStream};
 /// let subscriber = AmqpSubscriber::connect(config.clone()).await?;
 /// let mut subscription = subscriber.subscribe("doc.subscriber").await?;
 /// let publisher = AmqpPublisher::connect(config).await?;
-/// publisher.publish("doc.subscriber", vec![Message::new("hi")]).await?;
+/// publisher.publish_one("doc.subscriber", Message::new("hi")).await?;
 /// let delivery = subscription.next().await.unwrap()?;
 /// assert_eq!(delivery.message().payload().as_ref(), b"hi");
 /// delivery.ack();

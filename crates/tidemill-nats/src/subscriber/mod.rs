@@ -169,17 +169,20 @@ impl Inner {
         }
     }
 
-    /// Stops the background tasks and lets the connection go (flushes it if it is shared).
+    /// Stops the background tasks, flushes the connection and lets it go (drained if it is ours).
     async fn release(&self) {
         for task in self.tasks.lock().drain(..) {
             task.abort();
+        }
+        // Settlements are only queued on the connection: flush them before it goes, as a drain
+        // does not wait for its writes and a process that exits next would lose them.
+        if let Err(err) = self.client.flush().await {
+            tracing::debug!(error = %err, "flushing the NATS connection failed");
         }
         if self.owns_client {
             if let Err(err) = self.client.drain().await {
                 tracing::debug!(error = %err, "draining the NATS connection failed");
             }
-        } else if let Err(err) = self.client.flush().await {
-            tracing::debug!(error = %err, "flushing the NATS connection failed");
         }
     }
 }

@@ -285,6 +285,7 @@ impl Drop for Pump {
         inner.pending.fetch_add(1, Ordering::AcqRel);
         inner.live.fetch_sub(1, Ordering::AcqRel);
         runtime.spawn(async move {
+            let mut returned = Vec::new();
             // First what has already arrived, then what comes until the requests are done.
             loop {
                 let message = match futures::FutureExt::now_or_never(subscription.next()).flatten()
@@ -300,16 +301,19 @@ impl Drop for Pump {
                 match message.status {
                     None | Some(StatusCode::OK) => {
                         outstanding = outstanding.saturating_sub(1);
-                        if let Some(reply) = message.reply {
-                            inner.send(Command::Settle {
-                                reply,
-                                payload: AckKind::Nak(None).into(),
-                            });
-                        }
+                        // Held until the requests are done: returned now, it would come
+                        // straight back into the same open request, again and again.
+                        returned.extend(message.reply);
                     }
                     Some(StatusCode::IDLE_HEARTBEAT) => {}
                     Some(_) => outstanding = outstanding.saturating_sub(expired(&message, batch)),
                 }
+            }
+            for reply in returned {
+                inner.send(Command::Settle {
+                    reply,
+                    payload: AckKind::Nak(None).into(),
+                });
             }
             drop(subscription);
             inner.done();

@@ -54,7 +54,7 @@ use self::stream::{Queues, StreamGuard, SubState};
 ///
 /// ```
 /// use futures::StreamExt;
-/// use tidemill::{Message, Publisher, Subscriber};
+/// use tidemill::{Message, Publisher, PublisherExt, Subscriber};
 /// use tidemill_redis::{RedisConfig, RedisPublisher, RedisSubscriber};
 ///
 /// # #[tokio::main] async fn main() -> tidemill::Result<()> {
@@ -64,7 +64,7 @@ use self::stream::{Queues, StreamGuard, SubState};
 /// let mut orders = subscriber.subscribe(&topic).await?;
 ///
 /// let publisher = RedisPublisher::connect(config).await?;
-/// publisher.publish(&topic, vec![Message::new("order #1")]).await?;
+/// publisher.publish_one(&topic, Message::new("order #1")).await?;
 ///
 /// let delivery = orders.next().await.unwrap()?;
 /// assert_eq!(delivery.message().payload().as_ref(), b"order #1");

@@ -36,12 +36,12 @@ type DelayFn = Arc<dyn Fn(&Message) -> Option<Delay> + Send + Sync>;
 /// ```
 /// use std::time::Duration;
 /// use tidemill::components::delay::DelayedPublisher;
-/// use tidemill::{InProcessPubSub, Message, Publisher};
+/// use tidemill::{InProcessPubSub, Message, Publisher, PublisherExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill::Result<()> {
 /// let publisher = DelayedPublisher::new(InProcessPubSub::new())
 ///     .default_delay(Duration::from_secs(5));
-/// publisher.publish("reminders", vec![Message::new("later")]).await?;
+/// publisher.publish_one("reminders", Message::new("later")).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

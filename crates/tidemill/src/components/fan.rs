@@ -96,7 +96,7 @@ impl FanIn {
 /// ```
 /// use futures::StreamExt;
 /// use tidemill::components::fan::FanOut;
-/// use tidemill::{InProcessPubSub, Message, Publisher, Subscriber};
+/// use tidemill::{InProcessPubSub, Message, Publisher, PublisherExt, Subscriber};
 ///
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let upstream = InProcessPubSub::new();
@@ -111,7 +111,7 @@ impl FanIn {
 ///     async move { router.run().await }
 /// });
 /// router.running().await;
-/// upstream.publish("prices", vec![Message::new("42")]).await?;
+/// upstream.publish_one("prices", Message::new("42")).await?;
 /// for sub in [&mut a, &mut b] {
 ///     let delivery = sub.next().await.unwrap()?;
 ///     assert_eq!(delivery.message().payload().as_ref(), b"42");

@@ -33,7 +33,7 @@
 //! ```
 //! use futures::StreamExt;
 //! use tidemill::components::forwarder::{Forwarder, ForwarderConfig, ForwarderPublisher};
-//! use tidemill::{InProcessPubSub, Message, Publisher, Subscriber};
+//! use tidemill::{InProcessPubSub, Message, Publisher, PublisherExt, Subscriber};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let pubsub = InProcessPubSub::new();
@@ -49,7 +49,7 @@
 //!
 //! let mut orders = pubsub.subscribe("orders").await?;
 //! let publisher = ForwarderPublisher::new(pubsub.clone(), config);
-//! publisher.publish("orders", vec![Message::with_id("order-1", "{}")]).await?;
+//! publisher.publish_one("orders", Message::with_id("order-1", "{}")).await?;
 //!
 //! let delivery = orders.next().await.unwrap()?;
 //! assert_eq!(delivery.message().id(), "order-1");
@@ -324,11 +324,11 @@ impl Envelope {
 ///
 /// ```
 /// use tidemill::components::forwarder::{ForwarderConfig, ForwarderPublisher};
-/// use tidemill::{InProcessPubSub, Message, Publisher};
+/// use tidemill::{InProcessPubSub, Message, Publisher, PublisherExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill::Result<()> {
 /// let publisher = ForwarderPublisher::new(InProcessPubSub::new(), ForwarderConfig::new("outbox"));
-/// publisher.publish("orders", vec![Message::new("order #1")]).await?;
+/// publisher.publish_one("orders", Message::new("order #1")).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
