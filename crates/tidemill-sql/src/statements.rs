@@ -28,6 +28,7 @@ pub(crate) trait Dialect {
     const INSERT_IF_ABSENT: (&'static str, &'static str);
 
     /// `expr` as a signed 64-bit integer, where the database would type it otherwise.
+    #[cfg_attr(not(any(feature = "mysql", feature = "sqlite")), allow(dead_code))]
     fn signed(expr: &str) -> String {
         expr.to_owned()
     }
@@ -77,6 +78,7 @@ pub(crate) fn fetch<D: Dialect>(tables: &Tables) -> String {
 }
 
 /// The highest position of a topic, 0 if it has none. Binds: topic.
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
 pub(crate) fn last_position<D: Dialect>(tables: &Tables) -> String {
     let m = messages::<D>(tables);
     placeholders::<D>(format!(
@@ -88,6 +90,7 @@ pub(crate) fn last_position<D: Dialect>(tables: &Tables) -> String {
 /// Where a reader starting at a time begins where positions are in read order: before the
 /// first row published at or after the time, else after the last row. Binds: the time (ms),
 /// topic.
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
 pub(crate) fn position_before_time<D: Dialect>(tables: &Tables) -> String {
     let m = messages::<D>(tables);
     placeholders::<D>(format!(
@@ -111,6 +114,7 @@ pub(crate) fn commit<D: Dialect>(tables: &Tables) -> String {
 
 /// Takes a group's lease, creating the group's row at the beginning if it has none, in one
 /// upsert (PostgreSQL, SQLite). Binds: group, topic, owner, lease_until, now.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) fn claim_upsert<D: Dialect>(tables: &Tables) -> String {
     let o = offsets::<D>(tables);
     placeholders::<D>(format!(
@@ -144,6 +148,7 @@ fn queue_candidates<D: Dialect>(m: &str, columns: &str) -> String {
 
 /// The queue candidates' columns, to read and lock them (MariaDB/MySQL, which then marks them
 /// claimed). Binds: topic, now, now, limit.
+#[cfg(feature = "mysql")]
 pub(crate) fn queue_select<D: Dialect>(tables: &Tables) -> String {
     placeholders::<D>(queue_candidates::<D>(
         &messages::<D>(tables),
@@ -153,6 +158,7 @@ pub(crate) fn queue_select<D: Dialect>(tables: &Tables) -> String {
 
 /// Claims the queue candidates and returns them, in one statement (PostgreSQL, SQLite). Binds:
 /// lease_until, topic, now, now, limit.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) fn queue_claim<D: Dialect>(tables: &Tables) -> String {
     let m = messages::<D>(tables);
     placeholders::<D>(format!(

@@ -351,7 +351,9 @@ impl SubscribeInitializer for SqlSubscriber {
             .ensure_schema(&self.inner.config, &self.inner.schema)
             .await
             .map_err(|e| Error::subscribe(topic, e))?;
+        // With MariaDB/MySQL alone compiled in, the pattern cannot fail.
         #[cfg(feature = "mysql")]
+        #[allow(irrefutable_let_patterns)]
         if let crate::SqlPool::MySql(pool) = &self.inner.pool {
             crate::mysql::ensure_sequence(pool, self.inner.config.tables(), topic)
                 .await
