@@ -9,7 +9,7 @@ use tidemill_cqrs::{EventProcessor, Named, ProcessorConfig};
 use tidemill_eventsourcing::{
     encode_event, keys, EventMetadata, EventStore, ExpectedVersion, SqlEventStore, StoreConfig,
 };
-use tidemill_sql::{SqlConfig, SqlPubSub};
+use tidemill_sql::{SqlConfig, SqlPubSub, SubscriberOverrides};
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
@@ -50,7 +50,7 @@ async fn outbox_to_processor(url: &str) {
         use tidemill::SubscribeInitializer;
         // MariaDB: create the topic's sequence row before transactions publish to it.
         pubsub
-            .subscriber(None)
+            .subscriber()
             .unwrap()
             .initialize_topic(&topic)
             .await
@@ -95,7 +95,7 @@ async fn outbox_to_processor(url: &str) {
     let router = Router::new();
     let groups = {
         let pubsub = pubsub.clone();
-        move |group: &str| pubsub.subscriber(Some(group))
+        move |group: &str| pubsub.subscriber_with(SubscriberOverrides::new().group(group))
     };
     let processor = EventProcessor::with_config(
         &router,

@@ -11,7 +11,7 @@ use tidemill::components::forwarder::{Forwarder, ForwarderConfig};
 use tidemill::{HandlerResult, InProcessPubSub, Message, Router};
 use tidemill_otel::propagation::Propagation;
 use tidemill_otel::{Observability, TracingPublisher};
-use tidemill_sql::{SqlConfig, SqlPool, SqlPubSub};
+use tidemill_sql::{SqlConfig, SqlPool, SqlPubSub, SubscriberOverrides};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -51,7 +51,8 @@ async fn one_trace_from_request_through_outbox_and_forwarder_to_handler() {
     router.running().await;
 
     let forwarder = Forwarder::new(
-        sql.subscriber(Some("forwarder")).unwrap(),
+        sql.subscriber_with(SubscriberOverrides::new().group("forwarder"))
+            .unwrap(),
         TracingPublisher::new(broker.clone()).system("tidemill"),
         forwarding,
     );

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tidemill::{Message, Publisher, Subscriber};
-use tidemill_sql::{Backend, SqlConfig, SqlPool, SqlPubSub};
+use tidemill_sql::{Backend, SqlConfig, SqlPool, SqlPubSub, SubscriberOverrides};
 
 const PREFIX: &str = "tmsql_bench_";
 const RAW: &str = "tmsql_bench_raw";
@@ -178,7 +178,9 @@ async fn consume(ps: &SqlPubSub, backend: Backend, db: &str, n: usize, size: usi
         sqlx::query(&copy).bind(&topic).execute(p).await.unwrap();
     });
 
-    let sub = ps.subscriber(Some(&unique("g"))).unwrap();
+    let sub = ps
+        .subscriber_with(SubscriberOverrides::new().group(unique("g")))
+        .unwrap();
     let started = Instant::now();
     let mut s = sub.subscribe(&topic).await.unwrap();
     for _ in 0..n {

@@ -22,7 +22,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill::Result<()> {
 //! let dir = tempfile::tempdir().unwrap();
 //! let url = format!("sqlite://{}", dir.path().join("events.db").display());
-//! let pubsub = SqlPubSub::connect(SqlConfig::from_url(url)?).await?;
+//! let pubsub = SqlPubSub::connect(SqlConfig::from_url(url)?.group("billing")).await?;
 //!
 //! let publisher = pubsub.publisher();
 //! publisher
@@ -30,7 +30,7 @@
 //!     .await?;
 //!
 //! // A new group starts at the beginning of the topic.
-//! let billing = pubsub.subscriber(Some("billing"))?;
+//! let billing = pubsub.subscriber()?;
 //! let mut orders = billing.subscribe("orders").await?;
 //! let delivery = orders.next().await.unwrap()?;
 //! assert_eq!(delivery.message().metadata().get("kind"), Some("placed"));
@@ -48,7 +48,9 @@
 //! | order (log mode) | per topic, in commit order of transactions (`(tx_id, position)`) | per topic, in position order = commit order | per topic, in position order = commit order |
 //! | no skipped rows | readers stop below the snapshot's `xmin` | publishers lock the topic's sequence row until commit | one writer at a time |
 //! | consumer groups | offsets per group and topic; one member reads at a time (lease) | same | same |
-//! | queue mode | parallel members, `FOR UPDATE SKIP LOCKED`, ack deletes | same | single writer claims, ack deletes |
+//! | start without a group ([`SqlConfig::start_position`]) | `End` by default; `Beginning` (the rows still in the table), `Offset(n)` (from row position `n`, in commit order), `Time(t)` (from the first row whose `created_at` is at or after `t`) | same; `Offset(n)` is the position itself | same as MariaDB/MySQL |
+//! | start of a new group | `Beginning` by default, or the start position; an existing group resumes from its offset whatever the start position says | same | same |
+//! | queue mode | parallel members, `FOR UPDATE SKIP LOCKED`, ack deletes; no groups (a group, or a start position other than `Beginning`, is refused) | same | single writer claims, ack deletes; same refusals |
 //! | delivery | at least once; exactly once per group while members settle before they stop (acks are written before `close` returns) | same | same |
 //! | exactly once with side effects | the handler's writes and [`SqlDedupStore`] in one transaction | same | same |
 //! | delays | the core's delay metadata ([`delay`]): not before; in log mode a delayed message holds back later ones | same | same |
@@ -108,11 +110,19 @@
 //!
 //! # Options
 //!
-//! See [`SqlConfig`]: URL (`postgres://`, `mysql://`/`mariadb://`, `sqlite://path` or
-//! `sqlite::memory:`; TLS through the URL's `sslmode`/`ssl-mode` with the `tls-rustls`
-//! feature), table prefix, [`ConsumeMode`], batch size, in-flight window, nack delay, polling,
+//! See [`SqlConfig`]: [`SqlConfig::new`]`(url)` or [`SqlConfig::from_url`] (`postgres://`,
+//! `mysql://`/`mariadb://`, `sqlite://path` or `sqlite::memory:`; TLS through the URL's
+//! `sslmode`/`ssl-mode` with the `tls-rustls` feature; the query options `group`,
+//! `start_position`, `max_in_flight`, `nack_delay`, `close_timeout`), table prefix,
+//! [`ConsumeMode`], group, start position, batch size, in-flight window, nack delay, polling,
 //! lease, pool size. Cargo features `postgres`, `mysql`, `sqlite` (all on by default) pick the
 //! databases compiled in.
+//!
+//! Subscribers: [`SqlPubSub::subscriber`] takes the group and start position from the
+//! configuration; [`SqlPubSub::subscriber_with`] replaces them (and the in-flight window or the
+//! nack delay) with [`SubscriberOverrides`], for subscribers of several groups on one pool. A
+//! setting that cannot take effect is refused with [`tidemill::Error::Config`] when the
+//! subscriber is made.
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
@@ -129,6 +139,7 @@ pub mod pool;
 pub mod publisher;
 mod row;
 pub mod schema;
+mod statements;
 pub mod subscriber;
 
 #[cfg(feature = "mysql")]
@@ -147,4 +158,4 @@ pub use pool::{SqlConn, SqlPool};
 pub use publisher::{SqlPubSub, SqlPublisher};
 pub use row::DECODE_ERROR_KEY;
 pub use schema::{schema_sql, validate_topic, Tables};
-pub use subscriber::SqlSubscriber;
+pub use subscriber::{SqlSubscriber, SubscriberOverrides};

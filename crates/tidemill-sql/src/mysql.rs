@@ -10,6 +10,26 @@ use sqlx::{Connection, QueryBuilder};
 use crate::config::Backend;
 use crate::row::{decode, Cursor, NewRow, StoredRow};
 use crate::schema::Tables;
+use crate::statements::{self as stmt, Dialect};
+
+/// MariaDB/MySQL's spelling of the shared statements.
+pub(crate) struct My;
+
+impl Dialect for My {
+    const BACKEND: Backend = Backend::MySql;
+    const READ_COLUMNS: &'static str = "position, message_id, payload, metadata, deliver_at";
+    const AFTER_CURSOR: &'static str = "position > ?";
+    // Publishers hold their topic's sequence row until they commit: positions become visible
+    // in order.
+    const NO_SKIP: &'static str = "";
+    const READ_ORDER: &'static str = "position";
+    const LOCK_CLAIMED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const INSERT_IF_ABSENT: (&'static str, &'static str) = ("INSERT IGNORE", "");
+
+    fn signed(expr: &str) -> String {
+        format!("CAST({expr} AS SIGNED)")
+    }
+}
 
 type RawRow = (i64, String, Vec<u8>, String, i64);
 
@@ -56,12 +76,13 @@ pub(crate) async fn insert(
     let mut position = end - n;
     for chunk in batch.chunks(CHUNK) {
         let mut qb = QueryBuilder::new(format!(
-            "INSERT INTO {m} (topic, position, message_id, payload, metadata, created_at, deliver_at) "
+            "INSERT INTO {m} (position, {}) ",
+            stmt::INSERT_COLUMNS
         ));
         qb.push_values(chunk, |mut b, row| {
             position += 1;
-            b.push_bind(topic)
-                .push_bind(position)
+            b.push_bind(position)
+                .push_bind(topic)
                 .push_bind(&*row.id)
                 .push_bind(row.payload.as_ref())
                 .push_bind(row.metadata.as_str())
@@ -82,7 +103,8 @@ pub(crate) async fn ensure_sequence(
 ) -> sqlx::Result<()> {
     let s = t(tables, tables.sequences_table());
     sqlx::query(&format!(
-        "INSERT IGNORE INTO {s} (topic, next_position) VALUES (?, 0)"
+        "{} INTO {s} (topic, next_position) VALUES (?, 0)",
+        My::INSERT_IF_ABSENT.0
     ))
     .bind(topic)
     .execute(pool)
@@ -125,27 +147,20 @@ pub(crate) async fn fetch(
     after: Cursor,
     limit: usize,
 ) -> sqlx::Result<Vec<StoredRow>> {
-    let m = t(tables, tables.messages_table());
-    let raw: Vec<RawRow> = sqlx::query_as(&format!(
-        "SELECT position, message_id, payload, metadata, deliver_at FROM {m} \
-         WHERE topic = ? AND position > ? ORDER BY position LIMIT ?"
-    ))
-    .bind(topic)
-    .bind(after.pos)
-    .bind(limit as i64)
-    .fetch_all(pool)
-    .await?;
+    let raw: Vec<RawRow> = sqlx::query_as(&stmt::fetch::<My>(tables))
+        .bind(topic)
+        .bind(after.pos)
+        .bind(limit as i64)
+        .fetch_all(pool)
+        .await?;
     Ok(rows(topic, raw))
 }
 
 pub(crate) async fn head(pool: &MySqlPool, tables: &Tables, topic: &str) -> sqlx::Result<Cursor> {
-    let m = t(tables, tables.messages_table());
-    let (pos,): (i64,) = sqlx::query_as(&format!(
-        "SELECT CAST(COALESCE(MAX(position), 0) AS SIGNED) FROM {m} WHERE topic = ?"
-    ))
-    .bind(topic)
-    .fetch_one(pool)
-    .await?;
+    let (pos,): (i64,) = sqlx::query_as(&stmt::last_position::<My>(tables))
+        .bind(topic)
+        .fetch_one(pool)
+        .await?;
     Ok(Cursor { tx: 0, pos })
 }
 
@@ -183,14 +198,8 @@ pub(crate) async fn claim(
             .await?;
             return Ok(Some(Cursor { tx, pos }));
         }
-        let created = sqlx::query(&format!(
-            "INSERT IGNORE INTO {o} (consumer_group, topic) VALUES (?, ?)"
-        ))
-        .bind(group)
-        .bind(topic)
-        .execute(pool)
-        .await?;
-        if created.rows_affected() == 0 {
+        // A new group starts at the beginning.
+        if !offset_if_absent(pool, tables, group, topic, Cursor::default()).await? {
             return Ok(None);
         }
     }
@@ -208,20 +217,16 @@ pub(crate) async fn commit(
     until: i64,
     release: bool,
 ) -> sqlx::Result<bool> {
-    let o = t(tables, tables.offsets_table());
-    let done = sqlx::query(&format!(
-        "UPDATE {o} SET tx_id = ?, position = ?, lease_until = ?, owner = IF(?, NULL, owner) \
-         WHERE consumer_group = ? AND topic = ? AND owner = ?"
-    ))
-    .bind(cursor.tx)
-    .bind(cursor.pos)
-    .bind(until)
-    .bind(release)
-    .bind(group)
-    .bind(topic)
-    .bind(owner)
-    .execute(pool)
-    .await?;
+    let done = sqlx::query(&stmt::commit::<My>(tables))
+        .bind(cursor.tx)
+        .bind(cursor.pos)
+        .bind(until)
+        .bind(release)
+        .bind(group)
+        .bind(topic)
+        .bind(owner)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -236,17 +241,13 @@ pub(crate) async fn queue_claim(
     let m = t(tables, tables.messages_table());
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
-    let raw: Vec<RawRow> = sqlx::query_as(&format!(
-        "SELECT position, message_id, payload, metadata, deliver_at FROM {m} \
-         WHERE topic = ? AND deliver_at <= ? AND (locked_until IS NULL OR locked_until < ?) \
-         ORDER BY position LIMIT ? FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(topic)
-    .bind(now)
-    .bind(now)
-    .bind(limit as i64)
-    .fetch_all(&mut *tx)
-    .await?;
+    let raw: Vec<RawRow> = sqlx::query_as(&stmt::queue_select::<My>(tables))
+        .bind(topic)
+        .bind(now)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
     if !raw.is_empty() {
         let mut qb = QueryBuilder::new(format!("UPDATE {m} SET locked_until = "));
         qb.push_bind(until)
@@ -270,9 +271,10 @@ pub(crate) async fn queue_delete(
     topic: &str,
     positions: &[i64],
 ) -> sqlx::Result<()> {
-    let m = t(tables, tables.messages_table());
-    let mut qb = QueryBuilder::new(format!("DELETE FROM {m} WHERE topic = "));
-    qb.push_bind(topic).push(" AND position IN (");
+    let mut qb = QueryBuilder::new(stmt::queue_delete_prefix::<My>(tables));
+    qb.push("topic = ")
+        .push_bind(topic)
+        .push(" AND position IN (");
     let mut sep = qb.separated(", ");
     for p in positions {
         sep.push_bind(*p);
@@ -289,12 +291,10 @@ pub(crate) async fn queue_release(
     positions: &[i64],
     deliver_at: Option<i64>,
 ) -> sqlx::Result<()> {
-    let m = t(tables, tables.messages_table());
-    let mut qb = QueryBuilder::new(format!(
-        "UPDATE {m} SET locked_until = NULL, deliver_at = COALESCE("
-    ));
+    let mut qb = QueryBuilder::new(stmt::queue_release_prefix::<My>(tables));
     qb.push_bind(deliver_at)
-        .push(", deliver_at) WHERE topic = ")
+        .push(stmt::QUEUE_RELEASE_WHERE)
+        .push("topic = ")
         .push_bind(topic)
         .push(" AND position IN (");
     let mut sep = qb.separated(", ");
@@ -304,4 +304,37 @@ pub(crate) async fn queue_release(
     qb.push(")");
     qb.build().execute(pool).await?;
     Ok(())
+}
+
+/// Creates `group`'s offset row at `cursor` unless it exists; whether it was created.
+pub(crate) async fn offset_if_absent(
+    pool: &MySqlPool,
+    tables: &Tables,
+    group: &str,
+    topic: &str,
+    cursor: Cursor,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(&stmt::offset_if_absent::<My>(tables))
+        .bind(group)
+        .bind(topic)
+        .bind(cursor.tx)
+        .bind(cursor.pos)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Just before the first row published at or after `ms`, else after the last row.
+pub(crate) async fn before_time(
+    pool: &MySqlPool,
+    tables: &Tables,
+    topic: &str,
+    ms: i64,
+) -> sqlx::Result<Cursor> {
+    let (pos,): (i64,) = sqlx::query_as(&stmt::position_before_time::<My>(tables))
+        .bind(ms)
+        .bind(topic)
+        .fetch_one(pool)
+        .await?;
+    Ok(Cursor { tx: 0, pos })
 }

@@ -11,6 +11,23 @@ use sqlx::postgres::{PgConnection, PgPool};
 use crate::config::Backend;
 use crate::row::{decode, Cursor, NewRow, StoredRow};
 use crate::schema::Tables;
+use crate::statements::{self as stmt, Dialect};
+
+/// PostgreSQL's spelling of the shared statements.
+pub(crate) struct Pg;
+
+impl Dialect for Pg {
+    const BACKEND: Backend = Backend::Postgres;
+    const READ_COLUMNS: &'static str =
+        "tx_id, position, message_id, payload, metadata::text, deliver_at";
+    const AFTER_CURSOR: &'static str = "(tx_id, position) > (?, ?)";
+    // Every transaction below the snapshot's xmin has ended: no row can still appear there.
+    const NO_SKIP: &'static str =
+        " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+    const READ_ORDER: &'static str = "tx_id, position";
+    const LOCK_CLAIMED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const INSERT_IF_ABSENT: (&'static str, &'static str) = ("INSERT", " ON CONFLICT DO NOTHING");
+}
 
 type RawRow = (i64, i64, String, Vec<u8>, String, i64);
 
@@ -38,10 +55,11 @@ pub(crate) async fn insert(
 ) -> sqlx::Result<()> {
     let m = t(tables, tables.messages_table());
     let insert = format!(
-        "INSERT INTO {m} (topic, message_id, payload, metadata, created_at, deliver_at) \
+        "INSERT INTO {m} ({}) \
          SELECT $1, u.id, u.payload, u.metadata::jsonb, $5, u.deliver_at \
          FROM UNNEST($2::text[], $3::bytea[], $4::text[], $6::int8[]) WITH ORDINALITY \
-         AS u(id, payload, metadata, deliver_at, ord) ORDER BY u.ord"
+         AS u(id, payload, metadata, deliver_at, ord) ORDER BY u.ord",
+        stmt::INSERT_COLUMNS
     );
     let sql = if notify {
         format!("WITH ins AS ({insert} RETURNING 1) SELECT pg_notify($7, $1)")
@@ -89,13 +107,7 @@ pub(crate) async fn fetch(
     after: Cursor,
     limit: usize,
 ) -> sqlx::Result<Vec<StoredRow>> {
-    let m = t(tables, tables.messages_table());
-    let sql = format!(
-        "SELECT tx_id, position, message_id, payload, metadata::text, deliver_at FROM {m} \
-         WHERE topic = $1 AND (tx_id, position) > ($2, $3) \
-         AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-         ORDER BY tx_id, position LIMIT $4"
-    );
+    let sql = stmt::fetch::<Pg>(tables);
     let raw: Vec<RawRow> = sqlx::query_as(&sql)
         .bind(topic)
         .bind(after.tx)
@@ -138,20 +150,12 @@ pub(crate) async fn claim(
     now: i64,
     until: i64,
 ) -> sqlx::Result<Option<Cursor>> {
-    let o = t(tables, tables.offsets_table());
-    let sql = format!(
-        "INSERT INTO {o} AS o (consumer_group, topic, owner, lease_until) VALUES ($1, $2, $3, $5) \
-         ON CONFLICT (consumer_group, topic) DO UPDATE \
-         SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until \
-         WHERE o.owner IS NULL OR o.owner = EXCLUDED.owner OR o.lease_until < $4 \
-         RETURNING o.tx_id, o.position"
-    );
-    let row: Option<(i64, i64)> = sqlx::query_as(&sql)
+    let row: Option<(i64, i64)> = sqlx::query_as(&stmt::claim_upsert::<Pg>(tables))
         .bind(group)
         .bind(topic)
         .bind(owner)
-        .bind(now)
         .bind(until)
+        .bind(now)
         .fetch_optional(pool)
         .await?;
     Ok(row.map(|(tx, pos)| Cursor { tx, pos }))
@@ -168,20 +172,14 @@ pub(crate) async fn commit(
     until: i64,
     release: bool,
 ) -> sqlx::Result<bool> {
-    let o = t(tables, tables.offsets_table());
-    let sql = format!(
-        "UPDATE {o} SET tx_id = $4, position = $5, lease_until = $6, \
-         owner = CASE WHEN $7 THEN NULL ELSE owner END \
-         WHERE consumer_group = $1 AND topic = $2 AND owner = $3"
-    );
-    let done = sqlx::query(&sql)
-        .bind(group)
-        .bind(topic)
-        .bind(owner)
+    let done = sqlx::query(&stmt::commit::<Pg>(tables))
         .bind(cursor.tx)
         .bind(cursor.pos)
         .bind(until)
         .bind(release)
+        .bind(group)
+        .bind(topic)
+        .bind(owner)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -195,18 +193,11 @@ pub(crate) async fn queue_claim(
     until: i64,
     limit: usize,
 ) -> sqlx::Result<Vec<StoredRow>> {
-    let m = t(tables, tables.messages_table());
-    let sql = format!(
-        "UPDATE {m} SET locked_until = $3 WHERE position IN (\
-         SELECT position FROM {m} WHERE topic = $1 AND deliver_at <= $2 \
-         AND (locked_until IS NULL OR locked_until < $2) \
-         ORDER BY position LIMIT $4 FOR UPDATE SKIP LOCKED) \
-         RETURNING tx_id, position, message_id, payload, metadata::text, deliver_at"
-    );
-    let raw: Vec<RawRow> = sqlx::query_as(&sql)
+    let raw: Vec<RawRow> = sqlx::query_as(&stmt::queue_claim::<Pg>(tables))
+        .bind(until)
         .bind(topic)
         .bind(now)
-        .bind(until)
+        .bind(now)
         .bind(limit as i64)
         .fetch_all(pool)
         .await?;
@@ -220,11 +211,11 @@ pub(crate) async fn queue_delete(
     tables: &Tables,
     positions: &[i64],
 ) -> sqlx::Result<()> {
-    let m = t(tables, tables.messages_table());
-    sqlx::query(&format!("DELETE FROM {m} WHERE position = ANY($1)"))
-        .bind(positions)
-        .execute(pool)
-        .await?;
+    let sql = format!(
+        "{}position = ANY($1)",
+        stmt::queue_delete_prefix::<Pg>(tables)
+    );
+    sqlx::query(&sql).bind(positions).execute(pool).await?;
     Ok(())
 }
 
@@ -234,14 +225,66 @@ pub(crate) async fn queue_release(
     positions: &[i64],
     deliver_at: Option<i64>,
 ) -> sqlx::Result<()> {
-    let m = t(tables, tables.messages_table());
-    sqlx::query(&format!(
-        "UPDATE {m} SET locked_until = NULL, deliver_at = COALESCE($2, deliver_at) \
-         WHERE position = ANY($1)"
-    ))
-    .bind(positions)
-    .bind(deliver_at)
-    .execute(pool)
-    .await?;
+    let sql = format!(
+        "{}$1{}position = ANY($2)",
+        stmt::queue_release_prefix::<Pg>(tables),
+        stmt::QUEUE_RELEASE_WHERE
+    );
+    sqlx::query(&sql)
+        .bind(deliver_at)
+        .bind(positions)
+        .execute(pool)
+        .await?;
     Ok(())
+}
+
+/// Creates `group`'s offset row at `cursor` unless it exists; whether it was created.
+pub(crate) async fn offset_if_absent(
+    pool: &PgPool,
+    tables: &Tables,
+    group: &str,
+    topic: &str,
+    cursor: Cursor,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(&stmt::offset_if_absent::<Pg>(tables))
+        .bind(group)
+        .bind(topic)
+        .bind(cursor.tx)
+        .bind(cursor.pos)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Where a reader starts on the first row, in read order, whose `column` is at least `value`
+/// (`position` for an offset, `created_at` for a time); `None` if there is no such row.
+pub(crate) async fn before_first(
+    pool: &PgPool,
+    tables: &Tables,
+    topic: &str,
+    column: FirstBy,
+    value: i64,
+) -> sqlx::Result<Option<Cursor>> {
+    let m = t(tables, tables.messages_table());
+    let column = match column {
+        FirstBy::Position => "position",
+        FirstBy::CreatedAt => "created_at",
+    };
+    let row: Option<(i64, i64)> = sqlx::query_as(&format!(
+        "SELECT tx_id, position FROM {m} WHERE topic = $1 AND {column} >= $2 \
+         ORDER BY tx_id, position LIMIT 1"
+    ))
+    .bind(topic)
+    .bind(value)
+    .fetch_optional(pool)
+    .await?;
+    // Just before it: rows of the same transaction with lower positions are read earlier.
+    Ok(row.map(|(tx, pos)| Cursor { tx, pos: pos - 1 }))
+}
+
+/// Which column [`before_first`] looks at.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FirstBy {
+    Position,
+    CreatedAt,
 }

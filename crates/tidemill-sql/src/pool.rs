@@ -11,7 +11,7 @@ use tidemill::{Error, Result};
 use tokio::sync::OnceCell;
 
 use crate::config::{redact_url, Backend, SqlConfig};
-use crate::row::{Cursor, NewRow, StoredRow};
+use crate::row::{Cursor, NewRow, Start, StoredRow};
 use crate::schema::{schema_sql, Tables};
 
 /// A pool of connections to PostgreSQL, MariaDB/MySQL or SQLite.
@@ -77,6 +77,7 @@ impl SqlPool {
             .as_deref()
             .ok_or_else(|| Error::Config("no database URL configured".into()))?;
         let backend = Backend::from_url(url)?;
+        crate::config::check_driver_url(backend, url)?;
         match backend {
             #[cfg(feature = "postgres")]
             Backend::Postgres => {
@@ -268,6 +269,65 @@ impl SqlPool {
             Self::MySql(p) => Ok((crate::mysql::head(p, tables, topic).await?, HashSet::new())),
             #[cfg(feature = "sqlite")]
             Self::Sqlite(p) => Ok((crate::sqlite::head(p, tables, topic).await?, HashSet::new())),
+        }
+    }
+
+    /// Where a reader starting at `start` begins, and the rows at or past that cursor it must
+    /// skip (already committed when it started: PostgreSQL's `End`). An offset or time with
+    /// no row that far falls back to the end (PostgreSQL; elsewhere positions are in read
+    /// order and an offset is a cursor of its own).
+    pub(crate) async fn start_cursor(
+        &self,
+        tables: &Tables,
+        topic: &str,
+        start: Start,
+    ) -> sqlx::Result<(Cursor, HashSet<i64>)> {
+        let found = match (self, start) {
+            (_, Start::Beginning) => return Ok((Cursor::default(), HashSet::new())),
+            (_, Start::End) => return self.head(tables, topic).await,
+            #[cfg(feature = "postgres")]
+            (Self::Postgres(p), Start::Position(n)) => {
+                crate::pg::before_first(p, tables, topic, crate::pg::FirstBy::Position, n).await?
+            }
+            #[cfg(feature = "postgres")]
+            (Self::Postgres(p), Start::Time(ms)) => {
+                crate::pg::before_first(p, tables, topic, crate::pg::FirstBy::CreatedAt, ms).await?
+            }
+            #[cfg(feature = "mysql")]
+            (Self::MySql(p), Start::Time(ms)) => {
+                Some(crate::mysql::before_time(p, tables, topic, ms).await?)
+            }
+            #[cfg(feature = "sqlite")]
+            (Self::Sqlite(p), Start::Time(ms)) => {
+                Some(crate::sqlite::before_time(p, tables, topic, ms).await?)
+            }
+            #[allow(unreachable_patterns)]
+            (_, Start::Position(n)) => Some(Cursor { tx: 0, pos: n - 1 }),
+        };
+        match found {
+            Some(cursor) => Ok((cursor, HashSet::new())),
+            None => self.head(tables, topic).await,
+        }
+    }
+
+    /// Creates `group`'s offset row for `topic` at `cursor` unless the group has one; whether
+    /// it was created.
+    pub(crate) async fn offset_if_absent(
+        &self,
+        tables: &Tables,
+        group: &str,
+        topic: &str,
+        cursor: Cursor,
+    ) -> sqlx::Result<bool> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(p) => crate::pg::offset_if_absent(p, tables, group, topic, cursor).await,
+            #[cfg(feature = "mysql")]
+            Self::MySql(p) => crate::mysql::offset_if_absent(p, tables, group, topic, cursor).await,
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(p) => {
+                crate::sqlite::offset_if_absent(p, tables, group, topic, cursor).await
+            }
         }
     }
 

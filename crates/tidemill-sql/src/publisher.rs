@@ -13,24 +13,34 @@ use crate::outbox::Outbox;
 use crate::pool::SqlPool;
 use crate::row::{encode, now_ms};
 use crate::schema::validate_topic;
-use crate::subscriber::SqlSubscriber;
+use crate::subscriber::{SqlSubscriber, SubscriberOverrides};
 
 /// The database as a pub/sub: hands out publishers and subscribers sharing one pool.
+///
+/// [`subscriber`](Self::subscriber) makes a subscriber of the configuration's
+/// [`group`](SqlConfig::group) and [`start_position`](SqlConfig::start_position);
+/// [`subscriber_with`](Self::subscriber_with) one of another group, start position, in-flight
+/// window or nack delay, on the same pool.
 ///
 /// ```
 /// use futures::StreamExt;
 /// use tidemill::{Message, Publisher, Subscriber};
-/// use tidemill_sql::{SqlConfig, SqlPubSub};
+/// use tidemill_sql::{SqlConfig, SqlPubSub, SubscriberOverrides};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill::Result<()> {
-/// let pubsub = SqlPubSub::connect(SqlConfig::from_url("sqlite::memory:")?).await?;
-/// let subscriber = pubsub.subscriber(Some("billing"))?;
+/// let pubsub = SqlPubSub::connect(SqlConfig::from_url("sqlite::memory:?group=billing")?).await?;
+/// let billing = pubsub.subscriber()?;
+/// // Another group on the same pool.
+/// let shipping = pubsub.subscriber_with(SubscriberOverrides::new().group("shipping"))?;
 /// pubsub.publisher().publish("orders", vec![Message::new("order #1")]).await?;
-/// let mut orders = subscriber.subscribe("orders").await?;
-/// let delivery = orders.next().await.unwrap()?;
-/// assert_eq!(delivery.message().payload().as_ref(), b"order #1");
-/// delivery.ack();
-/// subscriber.close().await?;
+/// for subscriber in [&billing, &shipping] {
+///     // A new group starts at the beginning of the topic.
+///     let mut orders = subscriber.subscribe("orders").await?;
+///     let delivery = orders.next().await.unwrap()?;
+///     assert_eq!(delivery.message().payload().as_ref(), b"order #1");
+///     delivery.ack();
+///     subscriber.close().await?;
+/// }
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
@@ -80,15 +90,47 @@ impl SqlPubSub {
         SqlPublisher::new(self.pool.clone(), self.config.clone(), self.schema.clone())
     }
 
-    /// A subscriber in consumer group `group`, or, without a group, one that receives what is
-    /// published after each `subscribe` (log mode; queue mode ignores the group).
-    pub fn subscriber(&self, group: Option<&str>) -> Result<SqlSubscriber> {
+    /// A subscriber of the configuration's [`group`](SqlConfig::group) (or none) and
+    /// [`start_position`](SqlConfig::start_position). Refused with [`Error::Config`] if a
+    /// setting cannot take effect: a group or a start position other than `Beginning` in queue
+    /// mode, an offset past `i64::MAX`, an invalid group name.
+    pub fn subscriber(&self) -> Result<SqlSubscriber> {
+        self.subscriber_with(SubscriberOverrides::new())
+    }
+
+    /// A subscriber on the same pool with some of the configuration's subscriber options
+    /// replaced: another group (or none), start position, in-flight window or nack delay.
+    /// Refused as [`subscriber`](Self::subscriber) is.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill::Result<()> {
+    /// use tidemill::{StartPosition, Subscriber};
+    /// use tidemill_sql::{ConsumeMode, SqlConfig, SqlPubSub, SubscriberOverrides};
+    ///
+    /// let pubsub = SqlPubSub::connect(SqlConfig::new("sqlite::memory:")).await?;
+    /// let audit = pubsub.subscriber_with(
+    ///     SubscriberOverrides::new().group("audit").start_position(StartPosition::End),
+    /// )?;
+    /// assert_eq!(audit.group(), Some("audit"));
+    ///
+    /// let queue = SqlPubSub::from_pool(pubsub.pool().clone(), SqlConfig::default().consume_mode(ConsumeMode::Queue));
+    /// assert!(matches!(
+    ///     queue.subscriber_with(SubscriberOverrides::new().group("audit")),
+    ///     Err(tidemill::Error::Config(_))
+    /// ));
+    /// # Ok(()) }
+    /// ```
+    pub fn subscriber_with(&self, overrides: SubscriberOverrides) -> Result<SqlSubscriber> {
+        let config = if overrides.is_empty() {
+            self.config.clone()
+        } else {
+            Arc::new(overrides.apply((*self.config).clone()))
+        };
         SqlSubscriber::new(
             self.pool.clone(),
-            self.config.clone(),
+            config,
             self.schema.clone(),
             self.listener.clone(),
-            group,
         )
     }
 

@@ -15,6 +15,41 @@ pub(crate) struct Cursor {
     pub pos: i64,
 }
 
+/// Where a reader starts, in the units of the tables (from [`tidemill::StartPosition`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// The oldest row in the table.
+    Beginning,
+    /// After the rows committed when the reader started.
+    End,
+    /// The row at this position and after.
+    Position(i64),
+    /// The first row published at or after this time (Unix ms) and after.
+    Time(i64),
+}
+
+impl Start {
+    /// `start` for this adapter, or the [`Error::Config`] saying why it cannot be honoured.
+    pub(crate) fn from_position(start: tidemill::StartPosition) -> Result<Self> {
+        use tidemill::StartPosition as P;
+        Ok(match start {
+            P::Beginning => Self::Beginning,
+            P::End => Self::End,
+            P::Offset(n) => Self::Position(i64::try_from(n).map_err(|_| {
+                Error::Config(format!(
+                    "SQL start position {n} is past the largest row position ({})",
+                    i64::MAX
+                ))
+            })?),
+            P::Time(t) => Self::Time(
+                t.duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            ),
+            other => return Err(other.unsupported("SQL", &["beginning", "end", "offset", "time"])),
+        })
+    }
+}
+
 /// A row read back from the messages table.
 #[derive(Clone, Debug)]
 pub(crate) struct StoredRow {

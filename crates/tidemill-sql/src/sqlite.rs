@@ -9,6 +9,22 @@ use sqlx::QueryBuilder;
 use crate::config::Backend;
 use crate::row::{decode, Cursor, NewRow, StoredRow};
 use crate::schema::Tables;
+use crate::statements::{self as stmt, Dialect};
+
+/// SQLite's spelling of the shared statements.
+pub(crate) struct Lite;
+
+impl Dialect for Lite {
+    const BACKEND: Backend = Backend::Sqlite;
+    const READ_COLUMNS: &'static str = "position, message_id, payload, metadata, deliver_at";
+    const AFTER_CURSOR: &'static str = "position > ?";
+    // One writer at a time: positions become visible in order.
+    const NO_SKIP: &'static str = "";
+    const READ_ORDER: &'static str = "position";
+    // The claim is one statement under the single writer: nothing to lock.
+    const LOCK_CLAIMED: &'static str = "";
+    const INSERT_IF_ABSENT: (&'static str, &'static str) = ("INSERT", " ON CONFLICT DO NOTHING");
+}
 
 type RawRow = (i64, String, Vec<u8>, String, i64);
 
@@ -37,9 +53,7 @@ pub(crate) async fn insert(
 ) -> sqlx::Result<()> {
     let m = t(tables, tables.messages_table());
     for chunk in batch.chunks(CHUNK) {
-        let mut qb = QueryBuilder::new(format!(
-            "INSERT INTO {m} (topic, message_id, payload, metadata, created_at, deliver_at) "
-        ));
+        let mut qb = QueryBuilder::new(format!("INSERT INTO {m} ({}) ", stmt::INSERT_COLUMNS));
         qb.push_values(chunk, |mut b, row| {
             b.push_bind(topic)
                 .push_bind(&*row.id)
@@ -64,27 +78,20 @@ pub(crate) async fn fetch(
     after: Cursor,
     limit: usize,
 ) -> sqlx::Result<Vec<StoredRow>> {
-    let m = t(tables, tables.messages_table());
-    let raw: Vec<RawRow> = sqlx::query_as(&format!(
-        "SELECT position, message_id, payload, metadata, deliver_at FROM {m} \
-         WHERE topic = ? AND position > ? ORDER BY position LIMIT ?"
-    ))
-    .bind(topic)
-    .bind(after.pos)
-    .bind(limit as i64)
-    .fetch_all(pool)
-    .await?;
+    let raw: Vec<RawRow> = sqlx::query_as(&stmt::fetch::<Lite>(tables))
+        .bind(topic)
+        .bind(after.pos)
+        .bind(limit as i64)
+        .fetch_all(pool)
+        .await?;
     Ok(rows(topic, raw))
 }
 
 pub(crate) async fn head(pool: &SqlitePool, tables: &Tables, topic: &str) -> sqlx::Result<Cursor> {
-    let m = t(tables, tables.messages_table());
-    let (pos,): (i64,) = sqlx::query_as(&format!(
-        "SELECT COALESCE(MAX(position), 0) FROM {m} WHERE topic = ?"
-    ))
-    .bind(topic)
-    .fetch_one(pool)
-    .await?;
+    let (pos,): (i64,) = sqlx::query_as(&stmt::last_position::<Lite>(tables))
+        .bind(topic)
+        .fetch_one(pool)
+        .await?;
     Ok(Cursor { tx: 0, pos })
 }
 
@@ -97,21 +104,14 @@ pub(crate) async fn claim(
     now: i64,
     until: i64,
 ) -> sqlx::Result<Option<Cursor>> {
-    let o = t(tables, tables.offsets_table());
-    let row: Option<(i64, i64)> = sqlx::query_as(&format!(
-        "INSERT INTO {o} (consumer_group, topic, owner, lease_until) VALUES (?1, ?2, ?3, ?5) \
-         ON CONFLICT (consumer_group, topic) DO UPDATE \
-         SET owner = excluded.owner, lease_until = excluded.lease_until \
-         WHERE owner IS NULL OR owner = excluded.owner OR lease_until < ?4 \
-         RETURNING tx_id, position"
-    ))
-    .bind(group)
-    .bind(topic)
-    .bind(owner)
-    .bind(now)
-    .bind(until)
-    .fetch_optional(pool)
-    .await?;
+    let row: Option<(i64, i64)> = sqlx::query_as(&stmt::claim_upsert::<Lite>(tables))
+        .bind(group)
+        .bind(topic)
+        .bind(owner)
+        .bind(until)
+        .bind(now)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.map(|(tx, pos)| Cursor { tx, pos }))
 }
 
@@ -126,21 +126,16 @@ pub(crate) async fn commit(
     until: i64,
     release: bool,
 ) -> sqlx::Result<bool> {
-    let o = t(tables, tables.offsets_table());
-    let done = sqlx::query(&format!(
-        "UPDATE {o} SET tx_id = ?4, position = ?5, lease_until = ?6, \
-         owner = CASE WHEN ?7 THEN NULL ELSE owner END \
-         WHERE consumer_group = ?1 AND topic = ?2 AND owner = ?3"
-    ))
-    .bind(group)
-    .bind(topic)
-    .bind(owner)
-    .bind(cursor.tx)
-    .bind(cursor.pos)
-    .bind(until)
-    .bind(release)
-    .execute(pool)
-    .await?;
+    let done = sqlx::query(&stmt::commit::<Lite>(tables))
+        .bind(cursor.tx)
+        .bind(cursor.pos)
+        .bind(until)
+        .bind(release)
+        .bind(group)
+        .bind(topic)
+        .bind(owner)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -152,27 +147,22 @@ pub(crate) async fn queue_claim(
     until: i64,
     limit: usize,
 ) -> sqlx::Result<Vec<StoredRow>> {
-    let m = t(tables, tables.messages_table());
     // One statement under SQLite's single writer: no two members can claim the same row.
-    let raw: Vec<RawRow> = sqlx::query_as(&format!(
-        "UPDATE {m} SET locked_until = ?3 WHERE position IN (\
-         SELECT position FROM {m} WHERE topic = ?1 AND deliver_at <= ?2 \
-         AND (locked_until IS NULL OR locked_until < ?2) ORDER BY position LIMIT ?4) \
-         RETURNING position, message_id, payload, metadata, deliver_at"
-    ))
-    .bind(topic)
-    .bind(now)
-    .bind(until)
-    .bind(limit as i64)
-    .fetch_all(pool)
-    .await?;
+    let raw: Vec<RawRow> = sqlx::query_as(&stmt::queue_claim::<Lite>(tables))
+        .bind(until)
+        .bind(topic)
+        .bind(now)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(pool)
+        .await?;
     let mut out = rows(topic, raw);
     out.sort_by_key(|r| r.cursor.pos);
     Ok(out)
 }
 
 fn in_list(qb: &mut QueryBuilder<'_, sqlx::Sqlite>, positions: &[i64]) {
-    qb.push(" position IN (");
+    qb.push("position IN (");
     let mut sep = qb.separated(", ");
     for p in positions {
         sep.push_bind(*p);
@@ -185,8 +175,7 @@ pub(crate) async fn queue_delete(
     tables: &Tables,
     positions: &[i64],
 ) -> sqlx::Result<()> {
-    let m = t(tables, tables.messages_table());
-    let mut qb = QueryBuilder::new(format!("DELETE FROM {m} WHERE"));
+    let mut qb = QueryBuilder::new(stmt::queue_delete_prefix::<Lite>(tables));
     in_list(&mut qb, positions);
     qb.build().execute(pool).await?;
     Ok(())
@@ -198,12 +187,42 @@ pub(crate) async fn queue_release(
     positions: &[i64],
     deliver_at: Option<i64>,
 ) -> sqlx::Result<()> {
-    let m = t(tables, tables.messages_table());
-    let mut qb = QueryBuilder::new(format!(
-        "UPDATE {m} SET locked_until = NULL, deliver_at = COALESCE("
-    ));
-    qb.push_bind(deliver_at).push(", deliver_at) WHERE");
+    let mut qb = QueryBuilder::new(stmt::queue_release_prefix::<Lite>(tables));
+    qb.push_bind(deliver_at).push(stmt::QUEUE_RELEASE_WHERE);
     in_list(&mut qb, positions);
     qb.build().execute(pool).await?;
     Ok(())
+}
+
+/// Creates `group`'s offset row at `cursor` unless it exists; whether it was created.
+pub(crate) async fn offset_if_absent(
+    pool: &SqlitePool,
+    tables: &Tables,
+    group: &str,
+    topic: &str,
+    cursor: Cursor,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(&stmt::offset_if_absent::<Lite>(tables))
+        .bind(group)
+        .bind(topic)
+        .bind(cursor.tx)
+        .bind(cursor.pos)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Just before the first row published at or after `ms`, else after the last row.
+pub(crate) async fn before_time(
+    pool: &SqlitePool,
+    tables: &Tables,
+    topic: &str,
+    ms: i64,
+) -> sqlx::Result<Cursor> {
+    let (pos,): (i64,) = sqlx::query_as(&stmt::position_before_time::<Lite>(tables))
+        .bind(ms)
+        .bind(topic)
+        .fetch_one(pool)
+        .await?;
+    Ok(Cursor { tx: 0, pos })
 }

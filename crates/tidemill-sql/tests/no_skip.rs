@@ -12,7 +12,7 @@ use common::{drain_into, unique, Db};
 use parking_lot::Mutex;
 use rand::Rng;
 use tidemill::{Message, Publisher, Subscriber};
-use tidemill_sql::Backend;
+use tidemill_sql::{Backend, SubscriberOverrides};
 
 per_backend!(every_committed_row_is_consumed_once_per_group);
 
@@ -33,7 +33,9 @@ async fn every_committed_row_is_consumed_once_per_group(backend: Backend) {
     for group in &groups {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         for _ in 0..2 {
-            let sub = ps.subscriber(Some(group)).unwrap();
+            let sub = ps
+                .subscriber_with(SubscriberOverrides::new().group(group))
+                .unwrap();
             drain_into(sub.subscribe(&topic).await.unwrap(), tx.clone());
             subscribers.push(sub);
         }
@@ -44,7 +46,7 @@ async fn every_committed_row_is_consumed_once_per_group(backend: Backend) {
     // (as MariaDB says, such a transaction is to be retried); creating the topic first avoids it.
     {
         use tidemill::SubscribeInitializer;
-        ps.subscriber(Some(&groups[0]))
+        ps.subscriber_with(SubscriberOverrides::new().group(&groups[0]))
             .unwrap()
             .initialize_topic(&topic)
             .await

@@ -5,7 +5,7 @@ mod common;
 
 use common::{next, nothing, unique, Db};
 use tidemill::{Message, Subscriber};
-use tidemill_sql::Backend;
+use tidemill_sql::{Backend, SubscriberOverrides};
 
 per_backend!(rollback_publishes_nothing_and_commit_publishes_all);
 
@@ -24,7 +24,9 @@ async fn rollback_publishes_nothing_and_commit_publishes_all(backend: Backend) {
         .await
         .unwrap();
     });
-    let sub = ps.subscriber(Some(&unique("g"))).unwrap();
+    let sub = ps
+        .subscriber_with(SubscriberOverrides::new().group(unique("g")))
+        .unwrap();
     let mut events = sub.subscribe(&topic).await.unwrap();
     let outbox = ps.outbox();
 

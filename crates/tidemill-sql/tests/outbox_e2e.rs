@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use common::{next, nothing, unique, Db};
 use tidemill::components::forwarder::{Forwarder, ForwarderConfig};
 use tidemill::{InProcessPubSub, Message, Publisher, Subscriber};
-use tidemill_sql::{Backend, SqlPubSub};
+use tidemill_sql::{Backend, SqlPubSub, SubscriberOverrides};
 use tokio::sync::Notify;
 
 per_backend!(business_row_and_event_commit_together_and_survive_a_forwarder_kill);
@@ -51,7 +51,8 @@ fn start(
     config: &ForwarderConfig,
 ) -> (Forwarder, tokio::task::JoinHandle<()>) {
     let forwarder = Forwarder::new(
-        ps.subscriber(Some(group)).unwrap(),
+        ps.subscriber_with(SubscriberOverrides::new().group(group))
+            .unwrap(),
         dest.clone(),
         config.clone(),
     );

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::{next, nothing, unique, Db};
 use tidemill::components::delay::{Delay, DELAY_FOR_KEY};
 use tidemill::{Message, Publisher, Subscriber};
-use tidemill_sql::{Backend, ConsumeMode};
+use tidemill_sql::{Backend, ConsumeMode, SubscriberOverrides};
 
 per_backend!(
     round_trip_keeps_id_payload_metadata,
@@ -35,7 +35,9 @@ async fn round_trip_keeps_id_payload_metadata(backend: Backend) {
         .publish(&topic, vec![msg.clone()])
         .await
         .unwrap();
-    let sub = ps.subscriber(Some(&unique("g"))).unwrap();
+    let sub = ps
+        .subscriber_with(SubscriberOverrides::new().group(unique("g")))
+        .unwrap();
     let mut s = sub.subscribe(&topic).await.unwrap();
     let d = next(&mut s, 10).await;
     assert!(d.message().same_content(&msg));
@@ -52,7 +54,9 @@ async fn groups_each_get_all_and_resume_at_their_offset(backend: Backend) {
     publisher.publish(&topic, msgs.clone()).await.unwrap();
     let (a, b) = (unique("a"), unique("b"));
     for group in [&a, &b] {
-        let sub = ps.subscriber(Some(group)).unwrap();
+        let sub = ps
+            .subscriber_with(SubscriberOverrides::new().group(group))
+            .unwrap();
         let mut s = sub.subscribe(&topic).await.unwrap();
         for m in &msgs[..10] {
             let d = next(&mut s, 10).await;
@@ -62,7 +66,9 @@ async fn groups_each_get_all_and_resume_at_their_offset(backend: Backend) {
         sub.close().await.unwrap();
     }
     // A new member of the group resumes after what was acked.
-    let sub = ps.subscriber(Some(&a)).unwrap();
+    let sub = ps
+        .subscriber_with(SubscriberOverrides::new().group(&a))
+        .unwrap();
     let mut s = sub.subscribe(&topic).await.unwrap();
     for m in &msgs[10..] {
         let d = next(&mut s, 10).await;
@@ -81,7 +87,7 @@ async fn group_less_subscriber_gets_only_new_messages(backend: Backend) {
         .publish(&topic, vec![Message::new("old")])
         .await
         .unwrap();
-    let sub = ps.subscriber(None).unwrap();
+    let sub = ps.subscriber().unwrap();
     let mut s = sub.subscribe(&topic).await.unwrap();
     ps.publisher()
         .publish(&topic, vec![Message::new("new")])
@@ -103,7 +109,9 @@ async fn competing_members_never_share_a_message(backend: Backend) {
     let mut subs = Vec::new();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for _ in 0..3 {
-        let sub = ps.subscriber(Some(&group)).unwrap();
+        let sub = ps
+            .subscriber_with(SubscriberOverrides::new().group(&group))
+            .unwrap();
         let mut s = sub.subscribe(&topic).await.unwrap();
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -151,7 +159,9 @@ async fn nack_brings_the_message_back_first(backend: Backend) {
         )
         .await
         .unwrap();
-    let sub = ps.subscriber(Some(&unique("g"))).unwrap();
+    let sub = ps
+        .subscriber_with(SubscriberOverrides::new().group(unique("g")))
+        .unwrap();
     let mut s = sub.subscribe(&topic).await.unwrap();
     let d = next(&mut s, 10).await;
     assert_eq!(d.message().id(), "1");
@@ -182,7 +192,7 @@ async fn queue_mode_splits_and_deletes_on_ack(backend: Backend) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut subs = Vec::new();
     for w in 0..3 {
-        let sub = ps.subscriber(None).unwrap();
+        let sub = ps.subscriber().unwrap();
         let mut s = sub.subscribe(&topic).await.unwrap();
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -211,7 +221,7 @@ async fn queue_mode_splits_and_deletes_on_ack(backend: Backend) {
         s.close().await.unwrap();
     }
     // Acked rows are gone: a new member finds nothing.
-    let sub = ps.subscriber(None).unwrap();
+    let sub = ps.subscriber().unwrap();
     let mut s = sub.subscribe(&topic).await.unwrap();
     nothing(&mut s, 300).await;
     sub.close().await.unwrap();
@@ -225,7 +235,7 @@ async fn queue_nack_comes_back(backend: Backend) {
         .publish(&topic, vec![Message::with_id("1", "a")])
         .await
         .unwrap();
-    let sub = ps.subscriber(None).unwrap();
+    let sub = ps.subscriber().unwrap();
     let mut s = sub.subscribe(&topic).await.unwrap();
     let d = next(&mut s, 10).await;
     d.nack_after(Duration::from_millis(200));
@@ -248,7 +258,9 @@ async fn delayed_messages_wait(backend: Backend) {
         .publish(&topic, vec![later, Message::with_id("after", "y")])
         .await
         .unwrap();
-    let sub = ps.subscriber(Some(&unique("g"))).unwrap();
+    let sub = ps
+        .subscriber_with(SubscriberOverrides::new().group(unique("g")))
+        .unwrap();
     let mut s = sub.subscribe(&topic).await.unwrap();
     let d = next(&mut s, 10).await;
     assert_eq!(d.message().id(), "later");
@@ -279,7 +291,7 @@ async fn delayed_messages_in_queue_mode_do_not_block_others(backend: Backend) {
         .publish(&topic, vec![later, Message::with_id("now", "y")])
         .await
         .unwrap();
-    let sub = ps.subscriber(None).unwrap();
+    let sub = ps.subscriber().unwrap();
     let mut s = sub.subscribe(&topic).await.unwrap();
     let d = next(&mut s, 10).await;
     assert_eq!(d.message().id(), "now");
@@ -302,8 +314,10 @@ async fn hostile_topic_names_are_rejected(backend: Backend) {
         .await
         .unwrap_err();
     assert!(matches!(err, tidemill::Error::InvalidTopic { .. }), "{err}");
-    let sub = ps.subscriber(None).unwrap();
+    let sub = ps.subscriber().unwrap();
     let err = sub.subscribe("a'; DELETE FROM t; --").await.unwrap_err();
     assert!(matches!(err, tidemill::Error::InvalidTopic { .. }), "{err}");
-    assert!(ps.subscriber(Some("g\"; --")).is_err());
+    assert!(ps
+        .subscriber_with(SubscriberOverrides::new().group("g\"; --"))
+        .is_err());
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{next, unique, Db};
 use tidemill::{Message, Publisher, Subscriber};
-use tidemill_sql::{Backend, SqlPool};
+use tidemill_sql::{Backend, SqlPool, SubscriberOverrides};
 
 /// A commit from outside this process's publishers (so no in-process wake-up) reaches an idle
 /// subscriber through NOTIFY long before its next poll.
@@ -18,7 +18,9 @@ async fn postgres_notify_wakes_idle_subscribers() {
         .pubsub_with(|c| c.poll_interval(Duration::from_secs(30), Duration::from_secs(30)))
         .await;
     let topic = unique("notify");
-    let sub = ps.subscriber(Some(&unique("g"))).unwrap();
+    let sub = ps
+        .subscriber_with(SubscriberOverrides::new().group(unique("g")))
+        .unwrap();
     let mut s = sub.subscribe(&topic).await.unwrap();
     // Let the first (empty) read happen, so the subscription sleeps until its 30 s poll.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -51,7 +53,9 @@ async fn polling_finds_outside_commits(backend: Backend) {
         .pubsub_with(|c| c.poll_interval(Duration::from_millis(10), Duration::from_millis(200)))
         .await;
     let topic = unique("poll");
-    let sub = ps.subscriber(Some(&unique("g"))).unwrap();
+    let sub = ps
+        .subscriber_with(SubscriberOverrides::new().group(unique("g")))
+        .unwrap();
     let mut s = sub.subscribe(&topic).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     on_pool!(ps.pool(), |pool| {
@@ -105,7 +109,9 @@ async fn sqlite_is_wal_and_shared_by_many_tasks() {
     assert_eq!(timeout, 5000);
 
     let topic = unique("many");
-    let sub = ps.subscriber(Some(&unique("g"))).unwrap();
+    let sub = ps
+        .subscriber_with(SubscriberOverrides::new().group(unique("g")))
+        .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     common::drain_into(sub.subscribe(&topic).await.unwrap(), tx);
     let mut writers = Vec::new();

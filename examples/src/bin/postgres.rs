@@ -11,14 +11,14 @@ static SEEN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0); // h
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1).or(std::env::var("PG_URL").ok());
     let url = url.unwrap_or("postgres://postgres@127.0.0.1:5432/test".into());
-    let pubsub = SqlPubSub::connect(SqlConfig::from_url(url)?).await?;
     let id = tidemill::new_uuid(); // a fresh topic and group on every run
     let (topic, group) = (format!("orders-{id}"), format!("print-{id}"));
+    let pubsub = SqlPubSub::connect(SqlConfig::from_url(url)?.group(group)).await?;
 
     let router = Router::new();
     router
         .handler("print")
-        .subscribe(&topic, pubsub.subscriber(Some(&group))?)
+        .subscribe(&topic, pubsub.subscriber()?)
         .handle(|msg| async move {
             println!("received {}", String::from_utf8_lossy(msg.payload()));
             SEEN.add_permits(1);

@@ -14,13 +14,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir(&dir)?;
     let url = std::env::args().nth(1).or(std::env::var("SQLITE_URL").ok());
     let url = url.unwrap_or(format!("sqlite://{}/events.db", dir.display()));
-    let pubsub = SqlPubSub::connect(SqlConfig::from_url(url)?).await?;
     let (topic, group) = (format!("orders-{id}"), format!("print-{id}"));
+    let pubsub = SqlPubSub::connect(SqlConfig::from_url(url)?.group(group)).await?;
 
     let router = Router::new();
     router
         .handler("print")
-        .subscribe(&topic, pubsub.subscriber(Some(&group))?)
+        .subscribe(&topic, pubsub.subscriber()?)
         .handle(|msg| async move {
             println!("received {}", String::from_utf8_lossy(msg.payload()));
             SEEN.add_permits(1);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tidemill::{Publisher, Subscriber};
-use tidemill_sql::{ConsumeMode, SqlConfig, SqlPubSub};
+use tidemill_sql::{ConsumeMode, SqlConfig, SqlPubSub, SubscriberOverrides};
 
 use super::{connect_error, unsupported_start, Backend};
 use crate::error::AnyError;
@@ -125,7 +125,14 @@ impl Backend for Sql {
             ),
             None => self.pubsub.clone(),
         };
-        Ok(Arc::new(pubsub.subscriber(options.group.as_deref())?))
+        let mut overrides = SubscriberOverrides::new();
+        if let Some(group) = &options.group {
+            overrides = overrides.group(group);
+        }
+        if let Some(from) = options.from {
+            overrides = overrides.start_position(from);
+        }
+        Ok(Arc::new(pubsub.subscriber_with(overrides)?))
     }
 
     async fn close(&self) -> tidemill::Result<()> {

@@ -12,10 +12,13 @@ mod task;
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use tidemill::{Delivery, Error, Result, SubscribeInitializer, Subscriber, Subscription};
+use tidemill::{
+    Delivery, Error, Result, StartPosition, SubscribeInitializer, Subscriber, Subscription,
+};
 use tokio::sync::{mpsc, OnceCell};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -27,17 +30,101 @@ use self::task::Common;
 use crate::config::{ConsumeMode, SqlConfig};
 use crate::notify::SharedListener;
 use crate::pool::SqlPool;
-use crate::row::Cursor;
+use crate::row::{Cursor, Start};
 use crate::schema::{validate_group, validate_topic};
+
+/// The subscriber options [`SqlPubSub::subscriber_with`](crate::SqlPubSub::subscriber_with)
+/// replaces in the pub/sub's [`SqlConfig`], named as there; the others stay as configured.
+///
+/// ```
+/// use std::time::Duration;
+/// use tidemill::StartPosition;
+/// use tidemill_sql::SubscriberOverrides;
+///
+/// let replay = SubscriberOverrides::new()
+///     .group("audit")
+///     .start_position(StartPosition::Beginning)
+///     .max_in_flight(8)
+///     .nack_delay(Duration::from_millis(500));
+/// # drop(replay);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct SubscriberOverrides {
+    group: Option<Option<String>>,
+    start: Option<StartPosition>,
+    max_in_flight: Option<usize>,
+    nack_delay: Option<Duration>,
+}
+
+impl SubscriberOverrides {
+    /// Nothing replaced.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// This consumer group instead of the configured one ([`SqlConfig::group`]).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(Some(group.into()));
+        self
+    }
+
+    /// No consumer group, whatever the configuration says ([`SqlConfig::no_group`]).
+    pub fn no_group(mut self) -> Self {
+        self.group = Some(None);
+        self
+    }
+
+    /// This start position ([`SqlConfig::start_position`]).
+    pub fn start_position(mut self, start: StartPosition) -> Self {
+        self.start = Some(start);
+        self
+    }
+
+    /// This in-flight window ([`SqlConfig::max_in_flight`]).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = Some(n);
+        self
+    }
+
+    /// This nack delay ([`SqlConfig::nack_delay`]).
+    pub fn nack_delay(mut self, delay: Duration) -> Self {
+        self.nack_delay = Some(delay);
+        self
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.group.is_none()
+            && self.start.is_none()
+            && self.max_in_flight.is_none()
+            && self.nack_delay.is_none()
+    }
+
+    pub(crate) fn apply(self, mut config: SqlConfig) -> SqlConfig {
+        if let Some(group) = self.group {
+            config.group = group;
+        }
+        if let Some(start) = self.start {
+            config = config.start_position(start);
+        }
+        if let Some(n) = self.max_in_flight {
+            config = config.max_in_flight(n);
+        }
+        if let Some(delay) = self.nack_delay {
+            config = config.nack_delay(delay);
+        }
+        config
+    }
+}
 
 /// Receives messages from the database.
 ///
 /// In [`Log`](ConsumeMode::Log) mode (the default) each consumer group has an offset per topic
 /// in `<prefix>offsets`; a group member holds a lease on that row while it reads, so members
 /// take turns and no message goes to two of them; a new group starts at the topic's first
-/// message. Without a group, a subscription starts at the end of the topic and keeps its offset
-/// in memory. In [`Queue`](ConsumeMode::Queue) mode members claim rows in parallel and an ack
-/// deletes the row.
+/// row, or at the configured [`start_position`](SqlConfig::start_position), and a group with an
+/// offset resumes from it. Without a group, a subscription starts at the end of the topic (or
+/// the start position) and keeps its offset in memory. In [`Queue`](ConsumeMode::Queue) mode
+/// members claim rows in parallel and an ack deletes the row.
 ///
 /// Acks are written in batches by the subscription's task; `close` writes those still pending
 /// and ends every subscription. Dropping the subscriber leaves running subscriptions alone;
@@ -53,6 +140,8 @@ struct Inner {
     config: Arc<SqlConfig>,
     schema: Arc<OnceCell<()>>,
     group: Option<String>,
+    /// The configured start position, checked; `None`: the default of the situation.
+    start: Option<Start>,
     owner: String,
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -66,17 +155,35 @@ impl SqlSubscriber {
         config: Arc<SqlConfig>,
         schema: Arc<OnceCell<()>>,
         listener: Arc<SharedListener>,
-        group: Option<&str>,
     ) -> Result<Self> {
-        if let Some(g) = group {
+        let group = config.group.clone();
+        if let Some(g) = &group {
             validate_group(g)?;
+        }
+        let start = config.start.map(Start::from_position).transpose()?;
+        if config.mode == ConsumeMode::Queue {
+            // The table is the queue: a setting that would not take effect is refused.
+            if let Some(g) = &group {
+                return Err(Error::Config(format!(
+                    "SQL queue mode has no consumer groups (group {g:?}): every member \
+                     claims from the same rows; use log mode for groups"
+                )));
+            }
+            if let Some(other) = config.start.filter(|s| *s != StartPosition::Beginning) {
+                return Err(Error::Config(format!(
+                    "SQL queue mode delivers every row still in the table (beginning); it cannot \
+                     start at {:?}",
+                    other.kind()
+                )));
+            }
         }
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 config,
                 schema,
-                group: group.map(str::to_owned),
+                group,
+                start,
                 owner: uuid::Uuid::new_v4().simple().to_string(),
                 stop: CancellationToken::new(),
                 tasks: Mutex::new(Vec::new()),
@@ -89,6 +196,38 @@ impl SqlSubscriber {
     /// The consumer group, if any.
     pub fn group(&self) -> Option<&str> {
         self.inner.group.as_deref()
+    }
+}
+
+impl Inner {
+    /// Where a subscription in log mode starts, decided before `subscribe` returns, and the
+    /// committed rows past that cursor it skips. A group reads from its offset row: this
+    /// creates it at the start position if the group has none (a new group), and leaves an
+    /// existing one as it is.
+    async fn start_of(&self, topic: &str) -> sqlx::Result<(Cursor, HashSet<i64>)> {
+        let tables = &self.config.tables;
+        match (&self.group, self.start) {
+            (None, start) => {
+                self.pool
+                    .start_cursor(tables, topic, start.unwrap_or(Start::End))
+                    .await
+            }
+            // A new group's row starts at the beginning when its first member claims it.
+            (Some(_), None | Some(Start::Beginning)) => Ok((Cursor::default(), HashSet::new())),
+            (Some(group), Some(start)) => {
+                let (cursor, mut skip) = self.pool.start_cursor(tables, topic, start).await?;
+                if !self
+                    .pool
+                    .offset_if_absent(tables, group, topic, cursor)
+                    .await?
+                {
+                    // The group existed: it resumes, and the rows to skip mean nothing to it.
+                    skip.clear();
+                }
+                // The claim sets the read cursor from the row.
+                Ok((Cursor::default(), skip))
+            }
+        }
     }
 }
 
@@ -142,15 +281,10 @@ impl Subscriber for SqlSubscriber {
         };
         let task = match inner.config.mode {
             ConsumeMode::Log => {
-                let (start, skip) = match &inner.group {
-                    Some(_) => (Cursor::default(), HashSet::new()),
-                    // Without a group: start at the end, decided before subscribe returns.
-                    None => inner
-                        .pool
-                        .head(tables, topic)
-                        .await
-                        .map_err(|e| Error::subscribe(topic, e))?,
-                };
+                let (start, skip) = inner
+                    .start_of(topic)
+                    .await
+                    .map_err(|e| Error::subscribe(topic, e))?;
                 let task = LogTask {
                     c: common,
                     group: inner.group.clone(),
@@ -217,7 +351,9 @@ impl SubscribeInitializer for SqlSubscriber {
             .ensure_schema(&self.inner.config, &self.inner.schema)
             .await
             .map_err(|e| Error::subscribe(topic, e))?;
+        // With MariaDB/MySQL alone compiled in, the pattern cannot fail.
         #[cfg(feature = "mysql")]
+        #[allow(irrefutable_let_patterns)]
         if let crate::SqlPool::MySql(pool) = &self.inner.pool {
             crate::mysql::ensure_sequence(pool, self.inner.config.tables(), topic)
                 .await

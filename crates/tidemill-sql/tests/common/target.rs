@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tidemill::{Publisher, Subscriber};
-use tidemill_sql::{Backend, SqlPubSub};
+use tidemill_sql::{Backend, SqlPubSub, SubscriberOverrides};
 use tidemill_testkit::{Broker, Features, RestartFn, TestTarget};
 
 use super::Db;
@@ -70,7 +70,9 @@ impl Broker for SqlBroker {
                 &own
             }
         };
-        Ok(Arc::new(self.0.subscriber(Some(group))?))
+        Ok(Arc::new(self.0.subscriber_with(
+            SubscriberOverrides::new().group(group),
+        )?))
     }
 }
 
