@@ -8,6 +8,29 @@ use tidemill::{Error, Result};
 
 use crate::topology::Topology;
 
+/// The query options `from_url` reads itself.
+const URL_OPTIONS: &[&str] = &[
+    "group",
+    "max_in_flight",
+    "confirms",
+    "mandatory",
+    "pool",
+    "durable",
+    "topology",
+    "exchange",
+    "nack_delay",
+    "close_timeout",
+];
+
+/// The AMQP URI's own query options, passed on to the client.
+const CLIENT_URL_OPTIONS: &[&str] = &[
+    "heartbeat",
+    "connection_timeout",
+    "channel_max",
+    "frame_max",
+    "auth_mechanism",
+];
+
 type DlqFn = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 /// Options of an [`AmqpPublisher`](crate::AmqpPublisher) and an
@@ -125,8 +148,9 @@ impl AmqpConfig {
     /// Options from a URL. Besides the client's own query parameters (`heartbeat`,
     /// `connection_timeout`, `channel_max`, `frame_max`, `auth_mechanism`), it reads:
     /// `group`, `max_in_flight`, `confirms` (bool), `mandatory` (bool), `pool` (channel pool size),
-    /// `durable` (bool), `topology` (`pubsub`, `work_queue` or `topic`) and `exchange` (the
-    /// topic exchange's name, default `tidemill`).
+    /// `durable` (bool), `topology` (`pubsub`, `work_queue` or `topic`), `exchange` (the
+    /// topic exchange's name, default `tidemill`), `nack_delay` and `close_timeout` (in
+    /// milliseconds). Any other option is an [`Error::Config`] that lists these.
     ///
     /// ```
     /// let err = tidemill_amqp::AmqpConfig::from_url("amqp://u:secret@h/%2f?max_in_flight=lots").unwrap_err();
@@ -174,7 +198,25 @@ impl AmqpConfig {
                 "durable" => durable = parse_bool(&value).ok_or_else(|| bad(&key, &value))?,
                 "topology" => topology_kind = Some(value),
                 "exchange" => exchange = value,
-                _ => rest.push((key, value)),
+                // Milliseconds, as every adapter's URL spells them.
+                "nack_delay" => {
+                    config.nack_delay =
+                        Duration::from_millis(value.parse().map_err(|_| bad(&key, &value))?)
+                }
+                "close_timeout" => {
+                    config.close_timeout =
+                        Duration::from_millis(value.parse().map_err(|_| bad(&key, &value))?)
+                }
+                // The AMQP URI's own options go to the client.
+                k if CLIENT_URL_OPTIONS.contains(&k) => rest.push((key, value)),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "unknown option `{key}` in {}; known: {}, {}",
+                        redact(url),
+                        URL_OPTIONS.join(", "),
+                        CLIENT_URL_OPTIONS.join(", ")
+                    )))
+                }
             }
         }
         config.topology = match topology_kind.as_deref() {
@@ -394,5 +436,20 @@ mod tests {
         assert_eq!(c.uri, "amqp://u:p@h:5672/%2f?heartbeat=5");
         assert!(AmqpConfig::from_url("http://h").is_err());
         assert!(AmqpConfig::from_url("amqp://h?topology=mesh").is_err());
+    }
+
+    #[test]
+    fn shared_url_options_and_unknown_ones() {
+        let c = AmqpConfig::from_url("amqp://h?nack_delay=250&close_timeout=5000").unwrap();
+        assert_eq!(c.nack_delay, Duration::from_millis(250));
+        assert_eq!(c.close_timeout, Duration::from_secs(5));
+        let err = AmqpConfig::from_url("amqp://u:secret@h?prefetch=5")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`prefetch`") && err.contains("max_in_flight"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "{err}");
     }
 }

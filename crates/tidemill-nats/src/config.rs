@@ -143,6 +143,29 @@ impl Default for NatsConfig {
     }
 }
 
+/// The query options `from_url` takes.
+const URL_OPTIONS: &[&str] = &[
+    "group",
+    "start_position",
+    "max_in_flight",
+    "ack_wait",
+    "nack_delay",
+    "close_timeout",
+    "max_deliveries",
+    "dead_letter",
+    "batch_size",
+    "double_ack",
+    "storage",
+    "retention",
+    "max_age_secs",
+    "duplicate_window_secs",
+    "stream_prefix",
+    "provisioning",
+    "name",
+    "token",
+    "tls",
+];
+
 impl NatsConfig {
     /// Options for the server at `server` (`nats://host:port`, `tls://host:port` or
     /// `host:port`), everything else at its default:
@@ -199,8 +222,10 @@ impl NatsConfig {
     /// Options from a connection URL:
     /// `nats://[user:password@]host[:port][,host2:port2...][?option=value&...]` (or `tls://`).
     ///
-    /// Query options: `group`, `deliver` (`all`, `new`), `ack_wait_ms`, `nack_delay_ms`,
-    /// `max_deliveries`, `dead_letter`, `max_ack_pending`, `batch`, `double_ack` (`true`),
+    /// Query options: `group`, `start_position` (`beginning`, `end`, an RFC 3339 time or a
+    /// stream sequence), `max_in_flight`, `ack_wait`, `nack_delay` and `close_timeout` (in
+    /// milliseconds, as every adapter spells them; `ack_wait_ms` and `nack_delay_ms` also work),
+    /// `max_deliveries`, `dead_letter`, `batch_size`, `double_ack` (`true`),
     /// `storage` (`file`, `memory`), `retention` (`limits`, `interest`, `workqueue`),
     /// `max_age_secs`, `duplicate_window_secs`, `stream_prefix`, `provisioning` (`create`,
     /// `existing`), `name`, `token`, `tls` (`true`). A user without a password is taken as a
@@ -264,12 +289,16 @@ impl NatsConfig {
                 "start_position" | "deliver" => {
                     config = config.start_position(value.parse::<StartPosition>()?)
                 }
-                "ack_wait_ms" => config.ack_wait = Duration::from_millis(num(&value)?),
-                "nack_delay_ms" => config.nack_delay = Duration::from_millis(num(&value)?),
+                // The shared names (milliseconds, as on Kafka and SQL), and the older `_ms` ones.
+                "ack_wait" | "ack_wait_ms" => config.ack_wait = Duration::from_millis(num(&value)?),
+                "nack_delay" | "nack_delay_ms" => {
+                    config.nack_delay = Duration::from_millis(num(&value)?)
+                }
+                "close_timeout" => config.close_timeout = Duration::from_millis(num(&value)?),
                 "max_deliveries" => config.max_deliveries = Some(num(&value)? as u32),
                 "dead_letter" => config.dead_letter_subject = Some(value),
                 "max_in_flight" => config.max_ack_pending = (num(&value)? as usize).max(1),
-                "batch" => config.batch_size = (num(&value)? as usize).max(1),
+                "batch" | "batch_size" => config.batch_size = (num(&value)? as usize).max(1),
                 "double_ack" => config.double_ack = flag(&value),
                 "storage" => {
                     config.storage = match value.as_str() {
@@ -303,7 +332,8 @@ impl NatsConfig {
                 "tls" => config.require_tls = flag(&value),
                 _ => {
                     return Err(Error::Config(format!(
-                        "invalid NATS URL: unknown option {key:?}"
+                        "invalid NATS URL: unknown option {key:?}; known: {}",
+                        URL_OPTIONS.join(", ")
                     )))
                 }
             }
@@ -606,5 +636,24 @@ mod tests {
         let c = NatsConfig::default();
         assert_eq!(c.effective_deliver_from(), DeliverFrom::New);
         assert_eq!(c.group("g").effective_deliver_from(), DeliverFrom::All);
+    }
+
+    #[test]
+    fn from_url_takes_the_shared_option_names() {
+        let c = NatsConfig::from_url(
+            "nats://localhost?nack_delay=250&ack_wait=2000&close_timeout=5000&batch_size=8",
+        )
+        .unwrap();
+        assert_eq!(c.nack_delay, Duration::from_millis(250));
+        assert_eq!(c.ack_wait, Duration::from_secs(2));
+        assert_eq!(c.close_timeout, Duration::from_secs(5));
+        assert_eq!(c.batch_size, 8);
+        let err = NatsConfig::from_url("nats://localhost?nack=1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"nack\"") && err.contains("nack_delay"),
+            "{err}"
+        );
     }
 }

@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use futures::StreamExt;
-//! use tidemill::{Message, Publisher, Subscriber};
+//! use tidemill::{Message, Publisher, PublisherExt, Subscriber};
 //! use tidemill_sql::{SqlConfig, SqlPubSub};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill::Result<()> {
@@ -26,7 +26,7 @@
 //!
 //! let publisher = pubsub.publisher();
 //! publisher
-//!     .publish("orders", vec![Message::new("order #1").with_metadata("kind", "placed")])
+//!     .publish_one("orders", Message::new("order #1").with_metadata("kind", "placed"))
 //!     .await?;
 //!
 //! // A new group starts at the beginning of the topic.

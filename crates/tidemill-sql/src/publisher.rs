@@ -24,7 +24,7 @@ use crate::subscriber::{SqlSubscriber, SubscriberOverrides};
 ///
 /// ```
 /// use futures::StreamExt;
-/// use tidemill::{Message, Publisher, Subscriber};
+/// use tidemill::{Message, Publisher, PublisherExt, Subscriber};
 /// use tidemill_sql::{SqlConfig, SqlPubSub, SubscriberOverrides};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill::Result<()> {
@@ -32,7 +32,7 @@ use crate::subscriber::{SqlSubscriber, SubscriberOverrides};
 /// let billing = pubsub.subscriber()?;
 /// // Another group on the same pool.
 /// let shipping = pubsub.subscriber_with(SubscriberOverrides::new().group("shipping"))?;
-/// pubsub.publisher().publish("orders", vec![Message::new("order #1")]).await?;
+/// pubsub.publisher().publish_one("orders", Message::new("order #1")).await?;
 /// for subscriber in [&billing, &shipping] {
 ///     // A new group starts at the beginning of the topic.
 ///     let mut orders = subscriber.subscribe("orders").await?;
