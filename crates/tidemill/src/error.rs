@@ -209,11 +209,30 @@ pub fn validate_topic(topic: &str) -> Result<()> {
             "a topic name must be at most 255 bytes",
         ));
     }
-    if topic.chars().any(char::is_control) {
+    // Printable ASCII, the usual case, is checked byte by byte without decoding characters.
+    let printable = topic.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let control = !printable && topic.chars().any(char::is_control);
+    if control {
         return Err(Error::invalid_topic(
             topic,
             "a topic name must not contain control characters",
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_byte_scan_finds_exactly_the_control_characters() {
+        for c in (0u32..0x3000).filter_map(char::from_u32) {
+            let topic = format!("a{c}b");
+            assert_eq!(
+                super::validate_topic(&topic).is_err(),
+                c.is_control(),
+                "U+{:04X}",
+                c as u32
+            );
+        }
+    }
 }

@@ -3,9 +3,8 @@
 
 use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -27,7 +26,7 @@ use bytes::Bytes;
 /// ```
 #[derive(Clone)]
 pub struct Message {
-    id: Arc<str>,
+    id: Id,
     payload: Bytes,
     metadata: Metadata,
     extensions: Extensions,
@@ -41,7 +40,12 @@ impl Message {
     /// assert_eq!(msg.payload().len(), 3);
     /// ```
     pub fn new(payload: impl Into<Bytes>) -> Self {
-        Self::with_id(new_uuid(), payload)
+        Self {
+            id: Id::fresh(),
+            payload: payload.into(),
+            metadata: Metadata::new(),
+            extensions: Extensions::new(),
+        }
     }
 
     /// Creates a message with the given id.
@@ -52,7 +56,7 @@ impl Message {
     /// ```
     pub fn with_id(id: impl Into<Arc<str>>, payload: impl Into<Bytes>) -> Self {
         Self {
-            id: id.into(),
+            id: Id::given(id.into()),
             payload: payload.into(),
             metadata: Metadata::new(),
             extensions: Extensions::new(),
@@ -61,7 +65,7 @@ impl Message {
 
     /// The message id.
     pub fn id(&self) -> &str {
-        &self.id
+        self.id.text()
     }
 
     /// The id as a shared string, cheap to clone.
@@ -72,7 +76,7 @@ impl Message {
     /// assert_eq!(&*id, "a");
     /// ```
     pub fn shared_id(&self) -> Arc<str> {
-        self.id.clone()
+        self.id.text_shared().clone()
     }
 
     /// Replaces the id.
@@ -83,7 +87,7 @@ impl Message {
     /// assert_eq!(msg.id(), "fixed");
     /// ```
     pub fn set_id(&mut self, id: impl Into<Arc<str>>) {
-        self.id = id.into();
+        self.id = Id::given(id.into());
     }
 
     /// The payload.
@@ -142,7 +146,8 @@ impl Message {
     /// assert!(metadata.is_empty());
     /// ```
     pub fn into_parts(self) -> (Arc<str>, Bytes, Metadata) {
-        (self.id, self.payload, self.metadata)
+        let id = self.id.text_shared().clone();
+        (id, self.payload, self.metadata)
     }
 
     /// Builds a message from decoded parts.
@@ -158,7 +163,7 @@ impl Message {
         metadata: Metadata,
     ) -> Self {
         Self {
-            id: id.into(),
+            id: Id::given(id.into()),
             payload: payload.into(),
             metadata,
             extensions: Extensions::new(),
@@ -172,7 +177,7 @@ impl Message {
     /// assert!(a.same_content(&a.clone()));
     /// ```
     pub fn same_content(&self, other: &Message) -> bool {
-        self.id == other.id && self.payload == other.payload && self.metadata == other.metadata
+        self.id() == other.id() && self.payload == other.payload && self.metadata == other.metadata
     }
 }
 
@@ -180,11 +185,50 @@ impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The payload is left out on purpose: it may hold personal data and is often large.
         f.debug_struct("Message")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("payload_len", &self.payload.len())
             .field("metadata", &self.metadata)
             .finish()
     }
+}
+
+/// A message id. A fresh one is a random UUID kept as a number and written out only when
+/// first read: a message that crosses the process without anyone asking its id costs no
+/// formatting and no allocation for it.
+#[derive(Clone)]
+struct Id {
+    uuid: u128,
+    text: OnceLock<Arc<str>>,
+}
+
+impl Id {
+    fn fresh() -> Self {
+        Self {
+            uuid: uuid::Uuid::new_v4().as_u128(),
+            text: OnceLock::new(),
+        }
+    }
+
+    fn given(text: Arc<str>) -> Self {
+        Self {
+            uuid: 0,
+            text: OnceLock::from(text),
+        }
+    }
+
+    fn text_shared(&self) -> &Arc<str> {
+        self.text
+            .get_or_init(|| format_uuid(uuid::Uuid::from_u128(self.uuid)))
+    }
+
+    fn text(&self) -> &str {
+        self.text_shared()
+    }
+}
+
+fn format_uuid(uuid: uuid::Uuid) -> Arc<str> {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    Arc::from(&*uuid.hyphenated().encode_lower(&mut buf))
 }
 
 /// A new random UUID (v4) in its hyphenated form, the default message id.
@@ -193,9 +237,7 @@ impl fmt::Debug for Message {
 /// assert_eq!(tidemill::new_uuid().len(), 36);
 /// ```
 pub fn new_uuid() -> Arc<str> {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    Arc::from(&*s)
+    format_uuid(uuid::Uuid::new_v4())
 }
 
 /// String key/value pairs that travel with a message through every broker.
@@ -307,7 +349,8 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Metadata {
     }
 }
 
-type AnyMap = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
+/// One extension value, by its type.
+type Entry = (TypeId, Arc<dyn Any + Send + Sync>);
 
 /// Typed values that travel with a message inside this process and never go on the wire: a
 /// database transaction handle, a decoded value, a span.
@@ -319,27 +362,73 @@ type AnyMap = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
 /// ```
 #[derive(Clone, Default)]
 pub struct Extensions {
-    map: Option<Arc<AnyMap>>,
+    values: Values,
+}
+
+/// A message usually carries one extension (the router's handler context), held inline so
+/// that adding it allocates nothing; more go into a short shared list, searched in order.
+#[derive(Clone, Default)]
+enum Values {
+    #[default]
+    None,
+    One(Arc<dyn Any + Send + Sync>),
+    Many(Arc<Vec<Entry>>),
 }
 
 impl Extensions {
     /// No values.
     pub const fn new() -> Self {
-        Self { map: None }
+        Self {
+            values: Values::None,
+        }
     }
 
     /// Stores a value of type `T`, replacing the previous one of that type.
     pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
-        Arc::make_mut(self.map.get_or_insert_with(Default::default))
-            .insert(TypeId::of::<T>(), Arc::new(value));
+        self.insert_shared(Arc::new(value));
+    }
+
+    /// Stores a value already shared, without copying it.
+    pub(crate) fn insert_shared<T: Any + Send + Sync>(&mut self, value: Arc<T>) {
+        let id = TypeId::of::<T>();
+        match &mut self.values {
+            Values::None => self.values = Values::One(value),
+            Values::One(v) if (**v).type_id() == id => *v = value,
+            Values::One(first) => {
+                let first = ((**first).type_id(), first.clone());
+                let list = vec![first, (id, value as Arc<dyn Any + Send + Sync>)];
+                self.values = Values::Many(Arc::new(list));
+            }
+            Values::Many(list) => {
+                let list = Arc::make_mut(list);
+                match list.iter_mut().find(|(t, _)| *t == id) {
+                    Some(slot) => slot.1 = value,
+                    None => list.push((id, value)),
+                }
+            }
+        }
     }
 
     /// The value of type `T`, if any.
     pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.map
-            .as_ref()?
-            .get(&TypeId::of::<T>())
-            .and_then(|v| v.downcast_ref())
+        match &self.values {
+            Values::None => None,
+            Values::One(v) => v.downcast_ref(),
+            Values::Many(list) => {
+                let id = TypeId::of::<T>();
+                list.iter()
+                    .find(|(t, _)| *t == id)
+                    .and_then(|(_, v)| v.downcast_ref())
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.values {
+            Values::None => 0,
+            Values::One(_) => 1,
+            Values::Many(list) => list.len(),
+        }
     }
 
     /// Removes the value of type `T`; reports whether there was one.
@@ -351,9 +440,14 @@ impl Extensions {
     /// assert!(!ext.remove::<&str>());
     /// ```
     pub fn remove<T: Any + Send + Sync>(&mut self) -> bool {
-        match self.map.as_mut() {
-            Some(map) if map.contains_key(&TypeId::of::<T>()) => {
-                Arc::make_mut(map).remove(&TypeId::of::<T>());
+        let id = TypeId::of::<T>();
+        match &mut self.values {
+            Values::One(v) if (**v).type_id() == id => {
+                self.values = Values::None;
+                true
+            }
+            Values::Many(list) if list.iter().any(|(t, _)| *t == id) => {
+                Arc::make_mut(list).retain(|(t, _)| *t != id);
                 true
             }
             _ => false,
@@ -362,14 +456,14 @@ impl Extensions {
 
     /// Whether no value is stored.
     pub fn is_empty(&self) -> bool {
-        self.map.as_ref().is_none_or(|m| m.is_empty())
+        self.len() == 0
     }
 }
 
 impl fmt::Debug for Extensions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Extensions")
-            .field("len", &self.map.as_ref().map_or(0, |m| m.len()))
+            .field("len", &self.len())
             .finish()
     }
 }
@@ -409,5 +503,28 @@ mod tests {
     fn debug_hides_payload() {
         let msg = Message::with_id("1", "secret");
         assert!(!format!("{msg:?}").contains("secret"));
+    }
+
+    #[test]
+    fn several_extensions_replace_and_remove_by_type() {
+        let mut ext = Extensions::new();
+        ext.insert(1u8);
+        ext.insert(2u8);
+        ext.insert("s");
+        ext.insert(3u32);
+        let copy = ext.clone();
+        ext.insert(4u32);
+        assert_eq!(ext.get::<u8>(), Some(&2));
+        assert_eq!(ext.get::<&str>(), Some(&"s"));
+        assert_eq!(ext.get::<u32>(), Some(&4));
+        assert_eq!(copy.get::<u32>(), Some(&3));
+        assert!(ext.remove::<u8>());
+        assert_eq!(ext.get::<u8>(), None);
+        assert_eq!(ext.get::<u32>(), Some(&4));
+        let mut one = Extensions::new();
+        one.insert(5u8);
+        assert!(!one.remove::<u32>());
+        assert!(one.remove::<u8>());
+        assert!(one.is_empty());
     }
 }

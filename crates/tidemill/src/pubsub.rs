@@ -202,7 +202,6 @@ macro_rules! forward_pubsub {
 forward_pubsub!(Arc, Box);
 
 /// Conveniences on every [`Publisher`].
-#[async_trait]
 pub trait PublisherExt: Publisher {
     /// Publishes a single message.
     ///
@@ -212,8 +211,16 @@ pub trait PublisherExt: Publisher {
     /// InProcessPubSub::new().publish_one("t", Message::new("x")).await?;
     /// # Ok(()) }
     /// ```
-    async fn publish_one(&self, topic: &str, message: Message) -> Result<()> {
-        self.publish(topic, vec![message]).await
+    fn publish_one<'a>(
+        &'a self,
+        topic: &'a str,
+        message: Message,
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>
+    where
+        Self: Sync,
+    {
+        // `publish`'s own future, not another box around it.
+        self.publish(topic, vec![message])
     }
 }
 

@@ -99,7 +99,7 @@ impl InProcessPubSub {
         Self {
             shared: Arc::new(Shared {
                 config,
-                topics: Mutex::new(HashMap::new()),
+                topics: Mutex::new(HashMap::default()),
                 closed: AtomicBool::new(false),
             }),
             group: None,
@@ -133,7 +133,11 @@ impl Publisher for InProcessPubSub {
         }
         let targets = {
             let mut topics = shared.topics.lock();
-            let t = topics.entry(topic.into()).or_default();
+            // Looked up by `&str`: a topic's name is copied only the first time.
+            let t = match topics.get_mut(topic) {
+                Some(t) => t,
+                None => topics.entry(topic.into()).or_default(),
+            };
             if shared.config.persistent {
                 t.history.extend(messages.iter().cloned());
             }

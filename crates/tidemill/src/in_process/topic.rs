@@ -13,7 +13,8 @@ use crate::message::Message;
 
 pub(super) struct Shared {
     pub(super) config: InProcessConfig,
-    pub(super) topics: Mutex<HashMap<Arc<str>, Topic>>,
+    /// Looked up on every publish: a fast hasher (topic names are the application's own).
+    pub(super) topics: Mutex<HashMap<Arc<str>, Topic, foldhash::fast::RandomState>>,
     pub(super) closed: AtomicBool,
 }
 

@@ -59,7 +59,8 @@ async fn sequential<S: Handler>(
         };
         let original = message.clone();
         let settler = ctx.prepare(&mut message, acker, with_middleware);
-        let id = message.shared_id();
+        // Read only where a warning may need it: a fresh id is not written out otherwise.
+        let id = with_middleware.then(|| message.shared_id());
         let result = match svc.ready().await {
             Ok(svc) => svc.call(message).await,
             Err(error) => {
@@ -69,7 +70,7 @@ async fn sequential<S: Handler>(
         };
         ctx.finish(original, result, with_middleware)
             .await
-            .settle_via(settler, &ctx, &id);
+            .settle_via(settler, &ctx, id.as_deref());
     }
 }
 
@@ -202,14 +203,14 @@ fn call<S: Handler>(
     ctx: &Arc<LoopContext>,
     with_middleware: bool,
 ) -> impl Future<Output = Option<u64>> + Send + 'static {
-    let id = message.shared_id();
+    let id = with_middleware.then(|| message.shared_id());
     let fut = svc.call(message);
     let ctx = ctx.clone();
     async move {
         let result = fut.await;
         ctx.finish(original, result, with_middleware)
             .await
-            .settle_via(settler, &ctx, &id);
+            .settle_via(settler, &ctx, id.as_deref());
         key
     }
 }

@@ -88,6 +88,8 @@ pub(crate) struct LoopContext {
     pub(crate) key: Option<KeyFn>,
     pub(crate) stop: CancellationToken,
     pub(crate) context: HandlerContext,
+    /// The context without an acker, shared by every message handled without middleware.
+    pub(crate) shared_context: Arc<HandlerContext>,
     pub(crate) events: Events,
     /// Where messages rejected for good go: the topic and the publisher.
     pub(crate) dead_letter: Option<(Arc<dyn Publisher>, Arc<str>)>,
@@ -132,6 +134,7 @@ impl Pending {
             acker: None,
         };
         let loop_ctx = Arc::new(LoopContext {
+            shared_context: Arc::new(context.clone()),
             context,
             name: self.name,
             topic: self.topic,
@@ -290,7 +293,7 @@ impl Outcome {
         }
     }
 
-    pub(super) fn settle_via(self, settler: Settler, ctx: &LoopContext, id: &str) {
+    pub(super) fn settle_via(self, settler: Settler, ctx: &LoopContext, id: Option<&str>) {
         match settler {
             Settler::Own(acker) => self.settle(acker),
             Settler::Shared(slot) => match slot.lock().take() {
@@ -298,7 +301,7 @@ impl Outcome {
                 None => {
                     if !matches!(self, Outcome::Ack) {
                         tracing::warn!(
-                            handler = %ctx.name, topic = %ctx.topic, message_id = id,
+                            handler = %ctx.name, topic = %ctx.topic, message_id = id.unwrap_or_default(),
                             "the handling failed after the message was acked early"
                         );
                     }
@@ -324,16 +327,18 @@ impl LoopContext {
         acker: Acker,
         with_middleware: bool,
     ) -> Settler {
+        if !with_middleware {
+            // One context for every message: no allocation per message.
+            message
+                .extensions_mut()
+                .insert_shared(self.shared_context.clone());
+            return Settler::Own(acker);
+        }
         let mut context = self.context.clone();
-        let settler = if with_middleware {
-            let slot: AckSlot = Arc::new(parking_lot::Mutex::new(Some(acker)));
-            context.acker = Some(slot.clone());
-            Settler::Shared(slot)
-        } else {
-            Settler::Own(acker)
-        };
+        let slot: AckSlot = Arc::new(parking_lot::Mutex::new(Some(acker)));
+        context.acker = Some(slot.clone());
         message.extensions_mut().insert(context);
-        settler
+        Settler::Shared(slot)
     }
 
     /// Publishes a successful handling's outputs (unless the middleware's innermost service
