@@ -89,6 +89,35 @@ impl AnyConfig {
         Ok(backend::validate_topic(self.kind, topic)?)
     }
 
+    /// Whether a consumer group's acks commit an offset (SQL in log mode, Kafka): an ack then
+    /// counts only once every message read before it (in its partition) is acked too, and a
+    /// message left unacked holds back the ones after it. Elsewhere each message is settled
+    /// on its own.
+    ///
+    /// ```
+    /// assert!(tidemill_any::parse("kafka://127.0.0.1:9092")?.commits_acked_prefix());
+    /// assert!(tidemill_any::parse("sqlite::memory:")?.commits_acked_prefix());
+    /// assert!(!tidemill_any::parse("sqlite::memory:?mode=queue")?.commits_acked_prefix());
+    /// assert!(!tidemill_any::parse("nats://127.0.0.1:4222")?.commits_acked_prefix());
+    /// # Ok::<(), tidemill_any::AnyError>(())
+    /// ```
+    pub fn commits_acked_prefix(&self) -> bool {
+        backend::commits_acked_prefix(self.kind, &self.url)
+    }
+
+    /// Whether the broker drops a published message whose id it stored recently, as NATS
+    /// JetStream does within a stream's duplicate window: republishing a message there needs a
+    /// new id.
+    ///
+    /// ```
+    /// assert!(tidemill_any::parse("nats://127.0.0.1:4222")?.drops_repeated_ids());
+    /// assert!(!tidemill_any::parse("redis://127.0.0.1:6379")?.drops_repeated_ids());
+    /// # Ok::<(), tidemill_any::AnyError>(())
+    /// ```
+    pub fn drops_repeated_ids(&self) -> bool {
+        backend::drops_repeated_ids(self.kind)
+    }
+
     /// Checks subscriber options against the backend without connecting.
     pub fn check_subscriber(&self, options: &SubscriberOptions) -> Result<(), AnyError> {
         let mut url = self.url.clone();
@@ -163,6 +192,17 @@ impl AnyPubSub {
     /// The URL with its password masked.
     pub fn redacted_url(&self) -> &str {
         &self.inner.config.url.redacted
+    }
+
+    /// Whether a consumer group's acks commit an offset (see [`AnyConfig::commits_acked_prefix`]).
+    pub fn commits_acked_prefix(&self) -> bool {
+        self.inner.config.commits_acked_prefix()
+    }
+
+    /// Whether the broker drops a message whose id it stored recently (see
+    /// [`AnyConfig::drops_repeated_ids`]).
+    pub fn drops_repeated_ids(&self) -> bool {
+        self.inner.config.drops_repeated_ids()
     }
 
     /// The publisher (shared: cloning the `Arc` is cheap).

@@ -232,22 +232,32 @@ pub enum PoisonAction {
         id: String,
     },
     /// Publish messages back to their original topic, then remove them from the poison topic.
+    ///
+    /// The others stay for the next look. Where acks commit an offset (SQL in log mode, Kafka),
+    /// those read before the last chosen one are published to the poison topic again (same id)
+    /// and so move to its end. On NATS the requeued message gets a new id (JetStream would drop
+    /// the old one as a duplicate), the old one in metadata tidemill_requeued_from.
+    #[command(
+        after_help = "Example:\n  tidemill poison requeue redis://127.0.0.1:6379 --filter tidemill_poison_handler=billing --yes"
+    )]
     Requeue {
         #[command(flatten)]
         target: PoisonTarget,
         #[command(flatten)]
         selection: Selection,
-        /// Do not ask.
+        /// Do not ask (without it, a "y" on standard input is needed).
         #[arg(long)]
         yes: bool,
     },
-    /// Remove messages from the poison topic.
+    /// Remove messages from the poison topic; the others stay for the next look (see
+    /// `requeue` for offset backends).
+    #[command(after_help = "Example:\n  tidemill poison discard sqlite://app.db 3f2a...e1 --yes")]
     Discard {
         #[command(flatten)]
         target: PoisonTarget,
         #[command(flatten)]
         selection: Selection,
-        /// Do not ask.
+        /// Do not ask (without it, a "y" on standard input is needed).
         #[arg(long)]
         yes: bool,
     },

@@ -2,10 +2,20 @@
 //! and handler — and moving messages back to their topics or discarding them.
 //!
 //! The poison topic is read as a consumer group (`--group`, default `tidemill_poison`): every
-//! delivery is held unsettled until the command ends; the ones requeued or discarded are acked,
-//! all others nacked, so they stay for the next look.
+//! delivery is held unsettled until the command ends, then settled so that the next look finds
+//! exactly the messages not requeued or discarded:
+//!
+//! - the chosen ones are acked (a requeued one once it is back on its topic);
+//! - the others are nacked, so they come back — where each message is settled on its own;
+//! - where acks commit an offset (SQL in log mode, Kafka), a nacked message would hold back the
+//!   commit of every chosen one after it, which would then come back too. So the others read
+//!   before the last chosen one are published again to the poison topic (same id, payload and
+//!   metadata, after the rest) and acked, and only those after it are nacked.
+//!
+//! Copies with the same id (a redelivery, or a message published again after a failure) are
+//! one message: all of them are settled together.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::Write;
 
 use futures::StreamExt;
@@ -49,24 +59,24 @@ async fn poison(
             .timed("subscribing", subscriber.subscribe(&args.topic))
             .await??;
         // Read until the topic is quiet for `--wait`.
-        let mut held: Vec<Delivery> = Vec::new();
-        let mut ids = HashSet::new();
+        let mut held: Vec<Held> = Vec::new();
+        let mut by_id: HashMap<String, usize> = HashMap::new();
         while let Ok(Some(next)) = tokio::time::timeout(args.wait, subscription.next()).await {
             match next {
-                Ok(d) => {
-                    // A nacked message may come back while we read: keep one of each.
-                    if ids.insert(d.message().id().to_owned()) {
-                        held.push(d);
-                    } else {
-                        d.nack();
+                Ok(d) => match by_id.get(d.message().id()) {
+                    Some(&i) => held[i].copies.push(d),
+                    None => {
+                        by_id.insert(d.message().id().to_owned(), held.len());
+                        held.push(Held { copies: vec![d] });
                     }
-                }
+                },
                 Err(e) => eprintln!("warning: {e}"),
             }
         }
         let outcome = act(session, args, action, &mut held).await;
-        for d in held {
-            d.nack();
+        // Whatever is still held stays for the next look.
+        for h in held {
+            h.nack();
         }
         drop(subscription);
         outcome
@@ -98,7 +108,7 @@ async fn act(
     session: &Session,
     args: &PoisonTarget,
     action: &PoisonAction,
-    held: &mut Vec<Delivery>,
+    held: &mut Vec<Held>,
 ) -> Result<(), CliError> {
     let json = args.common.output == Output::Json;
     match action {
@@ -167,102 +177,237 @@ async fn act(
         PoisonAction::Requeue { selection, yes, .. }
         | PoisonAction::Discard { selection, yes, .. } => {
             let requeue = matches!(action, PoisonAction::Requeue { .. });
-            let (chosen, rest): (Vec<Delivery>, Vec<Delivery>) = std::mem::take(held)
-                .into_iter()
-                .partition(|d| selected(selection, d.message()));
-            *held = rest;
-            if chosen.is_empty() {
-                held.extend(chosen);
+            // What happens to each message, in the order read.
+            let plan: Vec<Plan> = held
+                .iter()
+                .map(|h| {
+                    if !selected(selection, h.message()) {
+                        return Plan::Keep;
+                    }
+                    if !requeue {
+                        return Plan::Discard;
+                    }
+                    match h.message().metadata().get(POISON_TOPIC_KEY) {
+                        Some(topic) => Plan::Requeue(topic.to_owned()),
+                        None => {
+                            eprintln!(
+                                "warning: {} has no original topic ({POISON_TOPIC_KEY}); left in place",
+                                h.message().id()
+                            );
+                            Plan::Keep
+                        }
+                    }
+                })
+                .collect();
+            let chosen = plan.iter().filter(|p| !matches!(p, Plan::Keep)).count();
+            if chosen == 0 {
                 return Err(CliError::NotFound(format!(
                     "no message on {} matches",
                     args.topic
                 )));
             }
             let verb = if requeue { "requeue" } else { "discard" };
-            if !yes
-                && !confirm(&format!(
-                    "{verb} {} message(s) from {}?",
-                    chosen.len(),
-                    args.topic
-                ))?
-            {
-                held.extend(chosen);
+            if !yes && !confirm(&format!("{verb} {chosen} message(s) from {}?", args.topic))? {
                 return Err(CliError::NotFound("aborted: nothing changed".into()));
             }
             let publisher = session.pubsub.publisher();
-            let mut done = Vec::new();
-            for d in chosen {
-                if requeue {
-                    let Some(topic) = d
-                        .message()
-                        .metadata()
-                        .get(POISON_TOPIC_KEY)
-                        .map(str::to_owned)
-                    else {
-                        eprintln!(
-                            "warning: {} has no original topic ({POISON_TOPIC_KEY}); left in place",
-                            d.message().id()
-                        );
-                        held.push(d);
-                        continue;
-                    };
-                    let (id, payload, mut metadata) = d.message().clone().into_parts();
-                    for key in [
-                        POISON_REASON_KEY,
-                        POISON_TOPIC_KEY,
-                        POISON_HANDLER_KEY,
-                        POISON_SUBSCRIBER_KEY,
-                    ] {
-                        metadata.remove(key);
-                    }
-                    let message = Message::from_parts(id, payload, metadata);
-                    match session
-                        .timed("requeueing", publisher.publish(&topic, vec![message]))
+            let mut items: Vec<(Held, Plan)> = std::mem::take(held).into_iter().zip(plan).collect();
+
+            // Where an ack commits an offset, the kept messages read before the last chosen one
+            // move to the end of the poison topic, so that nothing holds that commit back.
+            if session.pubsub.commits_acked_prefix() {
+                let last = items
+                    .iter()
+                    .rposition(|(_, p)| !matches!(p, Plan::Keep))
+                    .expect("something is chosen");
+                let moved: Vec<Message> = items[..last]
+                    .iter()
+                    .filter(|(_, p)| matches!(p, Plan::Keep))
+                    .map(|(h, _)| h.message().clone())
+                    .collect();
+                if !moved.is_empty() {
+                    if let Err(e) = session
+                        .timed(
+                            "publishing the kept messages again",
+                            publisher.publish(&args.topic, moved),
+                        )
                         .await
+                        .and_then(|r| r.map_err(CliError::from))
                     {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            held.push(d);
-                            return Err(e.into());
-                        }
-                        Err(e) => {
-                            held.push(d);
-                            return Err(e);
+                        held.extend(items.into_iter().map(|(h, _)| h));
+                        return Err(e);
+                    }
+                    let mut rest = Vec::with_capacity(items.len());
+                    for (i, (h, p)) in items.into_iter().enumerate() {
+                        if i < last && matches!(p, Plan::Keep) {
+                            h.ack();
+                        } else {
+                            rest.push((h, p));
                         }
                     }
-                    // Acked only once it is back on its topic.
-                    done.push((d.message().id().to_owned(), topic));
-                } else {
-                    done.push((d.message().id().to_owned(), String::new()));
+                    items = rest;
                 }
-                d.ack();
+            }
+
+            let fresh_ids = session.pubsub.drops_repeated_ids();
+            let mut done = Vec::new();
+            let mut failure = None;
+            for (h, p) in items {
+                let topic = match p {
+                    Plan::Keep => {
+                        held.push(h);
+                        continue;
+                    }
+                    _ if failure.is_some() => {
+                        held.push(h);
+                        continue;
+                    }
+                    Plan::Discard => {
+                        done.push(Done {
+                            id: h.message().id().to_owned(),
+                            topic: None,
+                            new_id: None,
+                        });
+                        h.ack();
+                        continue;
+                    }
+                    Plan::Requeue(topic) => topic,
+                };
+                let message = requeued(h.message(), fresh_ids);
+                let new_id = fresh_ids.then(|| message.id().to_owned());
+                match session
+                    .timed("requeueing", publisher.publish(&topic, vec![message]))
+                    .await
+                    .and_then(|r| r.map_err(CliError::from))
+                {
+                    Ok(()) => {
+                        // Acked only once it is back on its topic.
+                        done.push(Done {
+                            id: h.message().id().to_owned(),
+                            topic: Some(topic),
+                            new_id,
+                        });
+                        h.ack();
+                    }
+                    Err(e) => {
+                        held.push(h);
+                        failure = Some(e);
+                    }
+                }
             }
             if json {
                 let rows: Vec<_> = done
                     .iter()
-                    .map(|(id, topic)| serde_json::json!({"id": id, "topic": if requeue { Some(topic) } else { None }}))
+                    .map(|d| {
+                        let mut row = serde_json::json!({"id": d.id, "topic": d.topic});
+                        if let Some(new_id) = &d.new_id {
+                            row["new_id"] = new_id.as_str().into();
+                        }
+                        row
+                    })
                     .collect();
                 println!("{}", serde_json::json!({ verb: rows }));
             } else {
-                for (id, topic) in &done {
-                    if requeue {
-                        println!("requeued {id} to {topic}");
-                    } else {
-                        println!("discarded {id}");
+                for d in &done {
+                    match (&d.topic, &d.new_id) {
+                        (Some(topic), Some(new_id)) => {
+                            println!("requeued {} to {topic} as {new_id}", d.id)
+                        }
+                        (Some(topic), None) => println!("requeued {} to {topic}", d.id),
+                        (None, _) => println!("discarded {}", d.id),
                     }
                 }
             }
-            Ok(())
+            match failure {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// What a requeue or discard does with one message.
+enum Plan {
+    Keep,
+    Discard,
+    /// Back to this topic.
+    Requeue(String),
+}
+
+/// A message requeued or discarded.
+struct Done {
+    id: String,
+    /// Where it was requeued to.
+    topic: Option<String>,
+    /// The id it was requeued with, where the broker would drop the old one.
+    new_id: Option<String>,
+}
+
+/// The message to publish to its original topic: without the poison entries, and with a new
+/// id (the old one in `tidemill_requeued_from`) where the broker would drop the old one as a
+/// duplicate of the message first published.
+fn requeued(poisoned: &Message, fresh_id: bool) -> Message {
+    let (id, payload, mut metadata) = poisoned.clone().into_parts();
+    for key in [
+        POISON_REASON_KEY,
+        POISON_TOPIC_KEY,
+        POISON_HANDLER_KEY,
+        POISON_SUBSCRIBER_KEY,
+    ] {
+        metadata.remove(key);
+    }
+    if fresh_id {
+        metadata.set(REQUEUED_FROM_KEY, id.to_string());
+        Message::from_parts(tidemill::new_uuid(), payload, metadata)
+    } else {
+        Message::from_parts(id, payload, metadata)
+    }
+}
+
+/// Where a message requeued with a new id keeps the id it had.
+pub(crate) const REQUEUED_FROM_KEY: &str = "tidemill_requeued_from";
+
+/// One message of the poison topic and every delivery of it this read got.
+struct Held {
+    copies: Vec<Delivery>,
+}
+
+impl Held {
+    fn message(&self) -> &Message {
+        self.copies[0].message()
+    }
+
+    fn ack(self) {
+        for d in self.copies {
+            d.ack();
+        }
+    }
+
+    fn nack(self) {
+        for d in self.copies {
+            d.nack();
         }
     }
 }
 
 fn confirm(question: &str) -> Result<bool, CliError> {
+    use std::io::IsTerminal;
     eprint!("{question} [y/N] ");
     std::io::stderr().flush().ok();
     let mut answer = String::new();
-    std::io::stdin()
+    let read = std::io::stdin()
         .read_line(&mut answer)
         .map_err(CliError::io("reading the answer"))?;
+    if read == 0 {
+        eprintln!();
+        let why = if std::io::stdin().is_terminal() {
+            "no answer"
+        } else {
+            "no answer: standard input is not a terminal"
+        };
+        return Err(CliError::NotFound(format!(
+            "aborted, nothing changed ({why}); pass --yes to skip the question"
+        )));
+    }
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }

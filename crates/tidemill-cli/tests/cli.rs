@@ -3,44 +3,12 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn tidemill() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tidemill"))
-}
+mod common;
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", tidemill::new_uuid().replace('-', ""))
-}
-
-fn run(args: &[&str]) -> Output {
-    tidemill().args(args).output().expect("tidemill runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "tidemill failed: {}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn payloads(json_lines: &str) -> Vec<String> {
-    json_lines
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            v["payload"].as_str().expect("a text payload").to_owned()
-        })
-        .collect()
-}
+use common::{ok, payloads, run, text, tidemill, unique};
 
 /// Publishes three messages with metadata in one process, consumes them in another.
 fn round_trip(url: &str) {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tidemill::{Publisher, Subscriber};
 use tidemill_amqp::{AmqpConfig, AmqpPublisher, AmqpSubscriber};
 
-use super::{connect_error, unsupported_start, Backend};
+use super::{unsupported_start, Adapter};
 use crate::error::AnyError;
 use crate::options::{ParsedUrl, SubscriberOptions};
 
@@ -29,109 +29,85 @@ const PASSED: &[&str] = &[
     "auth_mechanism",
 ];
 
-fn configure(url: &ParsedUrl) -> Result<AmqpConfig, AnyError> {
-    url.check_known(NAME, KNOWN, PASSED)?;
-    let mut pairs: Vec<(String, String)> = url
-        .params
-        .iter()
-        .filter(|(k, _)| PASSED.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    if let Some(mode) = url.choice("mode", &["pubsub", "work_queue", "topic"])? {
-        pairs.push(("topology".into(), mode));
-    }
-    if let Some(exchange) = url.get("exchange") {
-        pairs.push(("exchange".into(), exchange.into()));
-    }
-    if let Some(durable) = url.flag("durable")? {
-        pairs.push(("durable".into(), durable.to_string()));
-    }
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish();
-    let full = if query.is_empty() {
-        url.base.clone()
-    } else {
-        format!("{}?{query}", url.base)
-    };
-    let mut config = AmqpConfig::from_url(&full).map_err(|e| AnyError::InvalidUrl {
-        url: url.redacted.clone(),
-        reason: e.to_string(),
-    })?;
-    if let Some(n) = url.number::<u16>("max_in_flight")? {
-        config = config.max_in_flight(n);
-    }
-    if let Some(d) = url.duration("nack_delay")? {
-        config = config.nack_delay(d);
-    }
-    if let Some(d) = url.duration("close_timeout")? {
-        config = config.close_timeout(d);
-    }
-    Ok(config)
-}
-
-fn subscriber_config(
-    config: &AmqpConfig,
-    options: &SubscriberOptions,
-) -> Result<AmqpConfig, AnyError> {
-    if let Some(position) = options.from {
-        return Err(unsupported_start(
-            NAME,
-            options.group.is_some(),
-            position,
-            "RabbitMQ queues have no start position: a group's queue holds what arrived since it was declared, a subscription without a group gets what is published after it",
-        ));
-    }
-    let mut config = config.clone();
-    if let Some(n) = options.max_in_flight {
-        config = config.max_in_flight(u16::try_from(n).unwrap_or(u16::MAX));
-    }
-    if let Some(group) = &options.group {
-        config = config.group(group.as_str());
-    }
-    Ok(config)
-}
-
-pub(crate) fn check(url: &ParsedUrl, defaults: &SubscriberOptions) -> Result<(), AnyError> {
-    subscriber_config(&configure(url)?, defaults).map(drop)
-}
-
-pub(crate) async fn connect(url: &ParsedUrl) -> Result<Box<dyn Backend>, AnyError> {
-    let config = configure(url)?;
-    let publisher = AmqpPublisher::connect(config.clone())
-        .await
-        .map_err(connect_error(url))?;
-    Ok(Box::new(Amqp {
-        config,
-        publisher: Arc::new(publisher),
-        url: url.clone(),
-    }))
-}
-
-struct Amqp {
-    config: AmqpConfig,
-    publisher: Arc<dyn Publisher>,
-    url: ParsedUrl,
-}
+/// Nothing kept besides the publisher: every subscriber has its own connection.
+pub(crate) struct Amqp;
 
 #[async_trait]
-impl Backend for Amqp {
-    fn publisher(&self) -> Arc<dyn Publisher> {
-        self.publisher.clone()
+impl Adapter for Amqp {
+    type Config = AmqpConfig;
+    type SubscriberConfig = AmqpConfig;
+
+    fn configure(url: &ParsedUrl) -> Result<AmqpConfig, AnyError> {
+        url.check_known(NAME, KNOWN, PASSED)?;
+        let mut pairs: Vec<(String, String)> = url
+            .params
+            .iter()
+            .filter(|(k, _)| PASSED.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        if let Some(mode) = url.choice("mode", &["pubsub", "work_queue", "topic"])? {
+            pairs.push(("topology".into(), mode));
+        }
+        if let Some(exchange) = url.get("exchange") {
+            pairs.push(("exchange".into(), exchange.into()));
+        }
+        if let Some(durable) = url.flag("durable")? {
+            pairs.push(("durable".into(), durable.to_string()));
+        }
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        let full = if query.is_empty() {
+            url.base.clone()
+        } else {
+            format!("{}?{query}", url.base)
+        };
+        let mut config = AmqpConfig::from_url(&full).map_err(|e| AnyError::InvalidUrl {
+            url: url.redacted.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(n) = url.number::<u16>("max_in_flight")? {
+            config = config.max_in_flight(n);
+        }
+        if let Some(d) = url.duration("nack_delay")? {
+            config = config.nack_delay(d);
+        }
+        if let Some(d) = url.duration("close_timeout")? {
+            config = config.close_timeout(d);
+        }
+        Ok(config)
     }
 
-    async fn subscriber(
-        &self,
+    fn subscriber_config(
+        config: &AmqpConfig,
         options: &SubscriberOptions,
-    ) -> Result<Arc<dyn Subscriber>, AnyError> {
-        let config = subscriber_config(&self.config, options)?;
-        let subscriber = AmqpSubscriber::connect(config)
-            .await
-            .map_err(connect_error(&self.url))?;
-        Ok(Arc::new(subscriber))
+    ) -> Result<AmqpConfig, AnyError> {
+        if let Some(position) = options.from {
+            return Err(unsupported_start(
+                NAME,
+                options.group.is_some(),
+                position,
+                "RabbitMQ queues have no start position: a group's queue holds what arrived since it was declared, a subscription without a group gets what is published after it",
+            ));
+        }
+        let mut config = config.clone();
+        if let Some(n) = options.max_in_flight {
+            config = config.max_in_flight(u16::try_from(n).unwrap_or(u16::MAX));
+        }
+        if let Some(group) = &options.group {
+            config = config.group(group.as_str());
+        }
+        Ok(config)
     }
 
-    async fn close(&self) -> tidemill::Result<()> {
-        self.publisher.close().await
+    async fn connect(config: &AmqpConfig) -> tidemill::Result<(Self, Arc<dyn Publisher>)> {
+        Ok((
+            Amqp,
+            Arc::new(AmqpPublisher::connect(config.clone()).await?),
+        ))
+    }
+
+    async fn subscriber(&self, config: AmqpConfig) -> tidemill::Result<Arc<dyn Subscriber>> {
+        Ok(Arc::new(AmqpSubscriber::connect(config).await?))
     }
 }

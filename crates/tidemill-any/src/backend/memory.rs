@@ -7,49 +7,18 @@ use async_trait::async_trait;
 use tidemill::in_process::InProcessConfig;
 use tidemill::{InProcessPubSub, Publisher, Subscriber};
 
-use super::{unsupported_start, Backend};
+use super::{unsupported_start, Adapter};
 use crate::error::AnyError;
 use crate::options::{ParsedUrl, StartPosition, SubscriberOptions};
 
 const NAME: &str = "memory";
 pub(crate) const KNOWN: &[&str] = &["max_in_flight", "nack_delay", "buffer", "persistent"];
 
-struct Config {
+/// The URL's options.
+pub(crate) struct Config {
     config: InProcessConfig,
     persistent: bool,
     max_in_flight: Option<usize>,
-}
-
-fn configure(url: &ParsedUrl) -> Result<Config, AnyError> {
-    url.check_known(NAME, KNOWN, &[])?;
-    let rest = url
-        .base
-        .trim_start_matches("memory:")
-        .trim_start_matches('/');
-    if !rest.is_empty() {
-        return Err(AnyError::InvalidUrl {
-            url: url.redacted.clone(),
-            reason: "memory:// takes no host or path".into(),
-        });
-    }
-    let mut config = InProcessConfig::default();
-    let persistent = url.flag("persistent")?.unwrap_or(false);
-    config = config.persistent(persistent);
-    let max_in_flight = url.number("max_in_flight")?;
-    if let Some(n) = max_in_flight {
-        config = config.max_in_flight(n);
-    }
-    if let Some(d) = url.duration("nack_delay")? {
-        config = config.nack_delay(d);
-    }
-    if let Some(n) = url.number("buffer")? {
-        config = config.buffer_size(n);
-    }
-    Ok(Config {
-        config,
-        persistent,
-        max_in_flight,
-    })
 }
 
 fn check_subscriber(config: &Config, options: &SubscriberOptions) -> Result<(), AnyError> {
@@ -77,41 +46,71 @@ fn check_subscriber(config: &Config, options: &SubscriberOptions) -> Result<(), 
     }
 }
 
-pub(crate) fn check(url: &ParsedUrl, defaults: &SubscriberOptions) -> Result<(), AnyError> {
-    check_subscriber(&configure(url)?, defaults)
-}
-
-pub(crate) async fn connect(url: &ParsedUrl) -> Result<Box<dyn Backend>, AnyError> {
-    let config = configure(url)?;
-    Ok(Box::new(Memory {
-        pubsub: InProcessPubSub::with_config(config.config.clone()),
-        config,
-    }))
-}
-
-struct Memory {
+/// Everything of one `connect`: one in-process pub/sub.
+pub(crate) struct Memory {
     pubsub: InProcessPubSub,
-    config: Config,
 }
 
 #[async_trait]
-impl Backend for Memory {
-    fn publisher(&self) -> Arc<dyn Publisher> {
-        Arc::new(self.pubsub.clone())
-    }
+impl Adapter for Memory {
+    type Config = Config;
+    /// The group, if any.
+    type SubscriberConfig = Option<String>;
 
-    async fn subscriber(
-        &self,
-        options: &SubscriberOptions,
-    ) -> Result<Arc<dyn Subscriber>, AnyError> {
-        check_subscriber(&self.config, options)?;
-        Ok(match &options.group {
-            Some(group) => Arc::new(self.pubsub.with_group(group.as_str())),
-            None => Arc::new(self.pubsub.clone()),
+    fn configure(url: &ParsedUrl) -> Result<Config, AnyError> {
+        url.check_known(NAME, KNOWN, &[])?;
+        let rest = url
+            .base
+            .trim_start_matches("memory:")
+            .trim_start_matches('/');
+        if !rest.is_empty() {
+            return Err(AnyError::InvalidUrl {
+                url: url.redacted.clone(),
+                reason: "memory:// takes no host or path".into(),
+            });
+        }
+        let mut config = InProcessConfig::default();
+        let persistent = url.flag("persistent")?.unwrap_or(false);
+        config = config.persistent(persistent);
+        let max_in_flight = url.number("max_in_flight")?;
+        if let Some(n) = max_in_flight {
+            config = config.max_in_flight(n);
+        }
+        if let Some(d) = url.duration("nack_delay")? {
+            config = config.nack_delay(d);
+        }
+        if let Some(n) = url.number("buffer")? {
+            config = config.buffer_size(n);
+        }
+        Ok(Config {
+            config,
+            persistent,
+            max_in_flight,
         })
     }
 
-    async fn close(&self) -> tidemill::Result<()> {
-        Publisher::close(&self.pubsub).await
+    fn subscriber_config(
+        config: &Config,
+        options: &SubscriberOptions,
+    ) -> Result<Option<String>, AnyError> {
+        check_subscriber(config, options)?;
+        Ok(options.group.clone())
+    }
+
+    async fn connect(config: &Config) -> tidemill::Result<(Self, Arc<dyn Publisher>)> {
+        let pubsub = InProcessPubSub::with_config(config.config.clone());
+        Ok((
+            Memory {
+                pubsub: pubsub.clone(),
+            },
+            Arc::new(pubsub),
+        ))
+    }
+
+    async fn subscriber(&self, group: Option<String>) -> tidemill::Result<Arc<dyn Subscriber>> {
+        Ok(match group {
+            Some(group) => Arc::new(self.pubsub.with_group(group.as_str())),
+            None => Arc::new(self.pubsub.clone()),
+        })
     }
 }

@@ -36,6 +36,87 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn close(&self) -> tidemill::Result<()>;
 }
 
+/// What one backend module says about its adapter; [`Connected`] does the rest (checking,
+/// connecting, subscribers, closing, errors with the redacted URL) the same way for all.
+#[async_trait]
+pub(crate) trait Adapter: Sized + Send + Sync + 'static {
+    /// The adapter's configuration, from the URL.
+    type Config: Send + Sync + 'static;
+    /// What a subscriber is made from: the configuration with the subscriber options applied.
+    type SubscriberConfig: Send + 'static;
+
+    /// The URL's options as the adapter's configuration, without touching the network.
+    fn configure(url: &ParsedUrl) -> Result<Self::Config, AnyError>;
+
+    /// The options applied to the configuration, or the typed error for one the broker cannot
+    /// honour (a start position, a window).
+    fn subscriber_config(
+        config: &Self::Config,
+        options: &SubscriberOptions,
+    ) -> Result<Self::SubscriberConfig, AnyError>;
+
+    /// Connects: what the backend keeps for its subscribers, and the shared publisher.
+    async fn connect(config: &Self::Config) -> tidemill::Result<(Self, Arc<dyn Publisher>)>;
+
+    /// A new subscriber.
+    async fn subscriber(
+        &self,
+        config: Self::SubscriberConfig,
+    ) -> tidemill::Result<Arc<dyn Subscriber>>;
+
+    /// Releases what the backend keeps, once the publisher is closed.
+    async fn close(&self) {}
+}
+
+/// A connected [`Adapter`] with its configuration and URL.
+struct Connected<A: Adapter> {
+    adapter: A,
+    publisher: Arc<dyn Publisher>,
+    config: A::Config,
+    url: ParsedUrl,
+}
+
+#[async_trait]
+impl<A: Adapter> Backend for Connected<A> {
+    fn publisher(&self) -> Arc<dyn Publisher> {
+        self.publisher.clone()
+    }
+
+    async fn subscriber(
+        &self,
+        options: &SubscriberOptions,
+    ) -> Result<Arc<dyn Subscriber>, AnyError> {
+        let config = A::subscriber_config(&self.config, options)?;
+        self.adapter
+            .subscriber(config)
+            .await
+            .map_err(connect_error(&self.url))
+    }
+
+    async fn close(&self) -> tidemill::Result<()> {
+        let closed = self.publisher.close().await;
+        self.adapter.close().await;
+        closed
+    }
+}
+
+/// Checks the URL's options and its subscriber defaults for adapter `A`.
+fn check_with<A: Adapter>(url: &ParsedUrl, defaults: &SubscriberOptions) -> Result<(), AnyError> {
+    A::subscriber_config(&A::configure(url)?, defaults).map(drop)
+}
+
+/// Connects adapter `A`; a failure names the redacted URL.
+async fn connect_with<A: Adapter>(url: &ParsedUrl) -> Result<Box<dyn Backend>, AnyError> {
+    let config = A::configure(url)?;
+    let (adapter, publisher) = A::connect(&config).await.map_err(connect_error(url))?;
+    Ok(Box::new(Connected {
+        adapter,
+        publisher,
+        config,
+        url: url.clone(),
+    }))
+}
+
 /// Which broker a URL names.
 ///
 /// ```
@@ -184,19 +265,19 @@ pub(crate) fn check(kind: BackendKind, url: &ParsedUrl) -> Result<(), AnyError> 
     let defaults = url.subscriber_defaults()?;
     match kind {
         #[cfg(feature = "memory")]
-        BackendKind::Memory => memory::check(url, &defaults),
+        BackendKind::Memory => check_with::<memory::Memory>(url, &defaults),
         #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
         BackendKind::Sqlite | BackendKind::Postgres | BackendKind::MySql => {
-            sql::check(url, &defaults)
+            check_with::<sql::Sql>(url, &defaults)
         }
         #[cfg(feature = "redis")]
-        BackendKind::Redis => redis::check(url, &defaults),
+        BackendKind::Redis => check_with::<redis::Redis>(url, &defaults),
         #[cfg(feature = "nats")]
-        BackendKind::Nats => nats::check(url, &defaults),
+        BackendKind::Nats => check_with::<nats::Nats>(url, &defaults),
         #[cfg(feature = "amqp")]
-        BackendKind::Amqp => amqp::check(url, &defaults),
+        BackendKind::Amqp => check_with::<amqp::Amqp>(url, &defaults),
         #[cfg(feature = "kafka")]
-        BackendKind::Kafka => kafka::check(url, &defaults),
+        BackendKind::Kafka => check_with::<kafka::Kafka>(url, &defaults),
         #[allow(unreachable_patterns)]
         _ => unreachable!("kind_of refuses backends not compiled in"),
     }
@@ -224,20 +305,40 @@ pub(crate) async fn connect(
 ) -> Result<Box<dyn Backend>, AnyError> {
     match kind {
         #[cfg(feature = "memory")]
-        BackendKind::Memory => memory::connect(url).await,
+        BackendKind::Memory => connect_with::<memory::Memory>(url).await,
         #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-        BackendKind::Sqlite | BackendKind::Postgres | BackendKind::MySql => sql::connect(url).await,
+        BackendKind::Sqlite | BackendKind::Postgres | BackendKind::MySql => {
+            connect_with::<sql::Sql>(url).await
+        }
         #[cfg(feature = "redis")]
-        BackendKind::Redis => redis::connect(url).await,
+        BackendKind::Redis => connect_with::<redis::Redis>(url).await,
         #[cfg(feature = "nats")]
-        BackendKind::Nats => nats::connect(url).await,
+        BackendKind::Nats => connect_with::<nats::Nats>(url).await,
         #[cfg(feature = "amqp")]
-        BackendKind::Amqp => amqp::connect(url).await,
+        BackendKind::Amqp => connect_with::<amqp::Amqp>(url).await,
         #[cfg(feature = "kafka")]
-        BackendKind::Kafka => kafka::connect(url).await,
+        BackendKind::Kafka => connect_with::<kafka::Kafka>(url).await,
         #[allow(unreachable_patterns)]
         _ => unreachable!("kind_of refuses backends not compiled in"),
     }
+}
+
+/// Whether acks commit an offset: only the acked prefix of what a group read counts as
+/// consumed (SQL in log mode, Kafka per partition). Elsewhere each message is settled alone.
+pub(crate) fn commits_acked_prefix(kind: BackendKind, url: &ParsedUrl) -> bool {
+    match kind {
+        BackendKind::Kafka => true,
+        BackendKind::Sqlite | BackendKind::Postgres | BackendKind::MySql => {
+            url.get("mode") != Some("queue")
+        }
+        _ => false,
+    }
+}
+
+/// Whether the broker drops a published message whose id it stored recently: JetStream does
+/// within a stream's duplicate window (`Nats-Msg-Id`, two minutes by default).
+pub(crate) fn drops_repeated_ids(kind: BackendKind) -> bool {
+    kind == BackendKind::Nats
 }
 
 /// The error for a start position a backend cannot honour.

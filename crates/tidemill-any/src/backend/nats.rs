@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tidemill::{Publisher, Subscriber};
 use tidemill_nats::{NatsConfig, NatsPublisher, NatsSubscriber, Storage};
 
-use super::{connect_error, unsupported_start, Backend};
+use super::{unsupported_start, Adapter};
 use crate::error::AnyError;
 use crate::options::{ParsedUrl, StartPosition, SubscriberOptions};
 
@@ -22,114 +22,90 @@ pub(crate) const KNOWN: &[&str] = &[
     "batch_size",
 ];
 
-fn configure(url: &ParsedUrl) -> Result<NatsConfig, AnyError> {
-    url.check_known(NAME, KNOWN, &[])?;
-    let mut config = NatsConfig::from_url(&url.base).map_err(|e| AnyError::InvalidUrl {
-        url: url.redacted.clone(),
-        reason: e.to_string(),
-    })?;
-    if let Some(prefix) = url.get("stream_prefix") {
-        config = config.stream_prefix(prefix);
-    }
-    if let Some(storage) = url.choice("storage", &["file", "memory"])? {
-        config = config.storage(if storage == "memory" {
-            Storage::Memory
-        } else {
-            Storage::File
-        });
-    }
-    if let Some(n) = url.number("max_in_flight")? {
-        config = config.max_in_flight(n);
-    }
-    if let Some(d) = url.duration("nack_delay")? {
-        config = config.nack_delay(d);
-    }
-    if let Some(d) = url.duration("close_timeout")? {
-        config = config.close_timeout(d);
-    }
-    if let Some(d) = url.duration("ack_wait")? {
-        config = config.ack_wait(d);
-    }
-    if let Some(n) = url.number("batch_size")? {
-        config = config.batch_size(n);
-    }
-    if let Some(d) = url.duration("connect_timeout")? {
-        config = config.connect_timeout(d);
-    }
-    Ok(config)
-}
-
-fn subscriber_config(
-    config: &NatsConfig,
-    options: &SubscriberOptions,
-) -> Result<NatsConfig, AnyError> {
-    let mut config = config.clone();
-    if let Some(n) = options.max_in_flight {
-        config = config.max_in_flight(n);
-    }
-    config = match &options.group {
-        Some(group) => config.group(group.as_str()),
-        None => config.no_group(),
-    };
-    Ok(match options.from {
-        None => config,
-        Some(
-            position @ (StartPosition::Beginning
-            | StartPosition::End
-            | StartPosition::Time(_)
-            | StartPosition::Offset(_)),
-        ) => config.start_position(position),
-        Some(position) => {
-            return Err(unsupported_start(
-                NAME,
-                options.group.is_some(),
-                position,
-                "JetStream consumers here start at the beginning, the end or a time (from=beginning|end|<RFC 3339 time>)",
-            ))
-        }
-    })
-}
-
-pub(crate) fn check(url: &ParsedUrl, defaults: &SubscriberOptions) -> Result<(), AnyError> {
-    subscriber_config(&configure(url)?, defaults).map(drop)
-}
-
-pub(crate) async fn connect(url: &ParsedUrl) -> Result<Box<dyn Backend>, AnyError> {
-    let config = configure(url)?;
-    let publisher = NatsPublisher::connect(config.clone())
-        .await
-        .map_err(connect_error(url))?;
-    Ok(Box::new(Nats {
-        config,
-        publisher: Arc::new(publisher),
-        url: url.clone(),
-    }))
-}
-
-struct Nats {
-    config: NatsConfig,
-    publisher: Arc<dyn Publisher>,
-    url: ParsedUrl,
-}
+/// Nothing kept besides the publisher: every subscriber has its own connection.
+pub(crate) struct Nats;
 
 #[async_trait]
-impl Backend for Nats {
-    fn publisher(&self) -> Arc<dyn Publisher> {
-        self.publisher.clone()
+impl Adapter for Nats {
+    type Config = NatsConfig;
+    type SubscriberConfig = NatsConfig;
+
+    fn configure(url: &ParsedUrl) -> Result<NatsConfig, AnyError> {
+        url.check_known(NAME, KNOWN, &[])?;
+        let mut config = NatsConfig::from_url(&url.base).map_err(|e| AnyError::InvalidUrl {
+            url: url.redacted.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(prefix) = url.get("stream_prefix") {
+            config = config.stream_prefix(prefix);
+        }
+        if let Some(storage) = url.choice("storage", &["file", "memory"])? {
+            config = config.storage(if storage == "memory" {
+                Storage::Memory
+            } else {
+                Storage::File
+            });
+        }
+        if let Some(n) = url.number("max_in_flight")? {
+            config = config.max_in_flight(n);
+        }
+        if let Some(d) = url.duration("nack_delay")? {
+            config = config.nack_delay(d);
+        }
+        if let Some(d) = url.duration("close_timeout")? {
+            config = config.close_timeout(d);
+        }
+        if let Some(d) = url.duration("ack_wait")? {
+            config = config.ack_wait(d);
+        }
+        if let Some(n) = url.number("batch_size")? {
+            config = config.batch_size(n);
+        }
+        if let Some(d) = url.duration("connect_timeout")? {
+            config = config.connect_timeout(d);
+        }
+        Ok(config)
     }
 
-    async fn subscriber(
-        &self,
+    fn subscriber_config(
+        config: &NatsConfig,
         options: &SubscriberOptions,
-    ) -> Result<Arc<dyn Subscriber>, AnyError> {
-        let config = subscriber_config(&self.config, options)?;
-        let subscriber = NatsSubscriber::connect(config)
-            .await
-            .map_err(connect_error(&self.url))?;
-        Ok(Arc::new(subscriber))
+    ) -> Result<NatsConfig, AnyError> {
+        let mut config = config.clone();
+        if let Some(n) = options.max_in_flight {
+            config = config.max_in_flight(n);
+        }
+        config = match &options.group {
+            Some(group) => config.group(group.as_str()),
+            None => config.no_group(),
+        };
+        Ok(match options.from {
+            None => config,
+            Some(
+                position @ (StartPosition::Beginning
+                | StartPosition::End
+                | StartPosition::Time(_)
+                | StartPosition::Offset(_)),
+            ) => config.start_position(position),
+            Some(position) => {
+                return Err(unsupported_start(
+                    NAME,
+                    options.group.is_some(),
+                    position,
+                    "JetStream consumers here start at the beginning, the end or a time (from=beginning|end|<RFC 3339 time>)",
+                ))
+            }
+        })
     }
 
-    async fn close(&self) -> tidemill::Result<()> {
-        self.publisher.close().await
+    async fn connect(config: &NatsConfig) -> tidemill::Result<(Self, Arc<dyn Publisher>)> {
+        Ok((
+            Nats,
+            Arc::new(NatsPublisher::connect(config.clone()).await?),
+        ))
+    }
+
+    async fn subscriber(&self, config: NatsConfig) -> tidemill::Result<Arc<dyn Subscriber>> {
+        Ok(Arc::new(NatsSubscriber::connect(config).await?))
     }
 }

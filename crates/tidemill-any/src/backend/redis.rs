@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tidemill::{Publisher, Subscriber};
 use tidemill_redis::{RedisConfig, RedisPublisher, RedisSubscriber};
 
-use super::{connect_error, unsupported_start, Backend};
+use super::{unsupported_start, Adapter};
 use crate::error::AnyError;
 use crate::options::{ParsedUrl, StartPosition, SubscriberOptions};
 
@@ -22,109 +22,84 @@ pub(crate) const KNOWN: &[&str] = &[
     "batch_size",
 ];
 
-fn configure(url: &ParsedUrl) -> Result<RedisConfig, AnyError> {
-    url.check_known(NAME, KNOWN, &[])?;
-    let mut config = RedisConfig::from_url(&url.base).map_err(|e| AnyError::InvalidUrl {
-        url: url.redacted.clone(),
-        reason: e.to_string(),
-    })?;
-    if let Some(prefix) = url.get("key_prefix") {
-        config = config.key_prefix(prefix);
-    }
-    if let Some(name) = url.get("consumer") {
-        config = config.consumer_name(name);
-    }
-    if let Some(n) = url.number("max_in_flight")? {
-        config = config.max_in_flight(n);
-    }
-    if let Some(d) = url.duration("nack_delay")? {
-        config = config.nack_delay(d);
-    }
-    if let Some(d) = url.duration("close_timeout")? {
-        config = config.close_timeout(d);
-    }
-    if let Some(d) = url.duration("claim_idle")? {
-        config = config.claim_idle(d);
-    }
-    if let Some(n) = url.number("batch_size")? {
-        config = config.batch_size(n);
-    }
-    if let Some(d) = url.duration("connect_timeout")? {
-        config = config.connect_timeout(d);
-    }
-    Ok(config)
-}
-
-fn subscriber_config(
-    config: &RedisConfig,
-    options: &SubscriberOptions,
-) -> Result<RedisConfig, AnyError> {
-    let mut config = config.clone();
-    if let Some(n) = options.max_in_flight {
-        config = config.max_in_flight(n);
-    }
-    let start = match options.from {
-        None => None,
-        Some(position @ (StartPosition::Beginning | StartPosition::End)) => Some(position),
-        Some(position) => {
-            return Err(unsupported_start(
-                NAME,
-                options.group.is_some(),
-                position,
-                "Redis streams start at the beginning (from=beginning) or the end (from=end)",
-            ))
-        }
-    };
-    config = match &options.group {
-        Some(group) => config.group(group.as_str()),
-        None => config.no_group(),
-    };
-    Ok(match start {
-        Some(position) => config.start_position(position),
-        None => config,
-    })
-}
-
-pub(crate) fn check(url: &ParsedUrl, defaults: &SubscriberOptions) -> Result<(), AnyError> {
-    subscriber_config(&configure(url)?, defaults).map(drop)
-}
-
-pub(crate) async fn connect(url: &ParsedUrl) -> Result<Box<dyn Backend>, AnyError> {
-    let config = configure(url)?;
-    let publisher = RedisPublisher::connect(config.clone())
-        .await
-        .map_err(connect_error(url))?;
-    Ok(Box::new(Redis {
-        config,
-        publisher: Arc::new(publisher),
-        url: url.clone(),
-    }))
-}
-
-struct Redis {
-    config: RedisConfig,
-    publisher: Arc<dyn Publisher>,
-    url: ParsedUrl,
-}
+/// Nothing kept besides the publisher: every subscriber has its own connection.
+pub(crate) struct Redis;
 
 #[async_trait]
-impl Backend for Redis {
-    fn publisher(&self) -> Arc<dyn Publisher> {
-        self.publisher.clone()
+impl Adapter for Redis {
+    type Config = RedisConfig;
+    type SubscriberConfig = RedisConfig;
+
+    fn configure(url: &ParsedUrl) -> Result<RedisConfig, AnyError> {
+        url.check_known(NAME, KNOWN, &[])?;
+        let mut config = RedisConfig::from_url(&url.base).map_err(|e| AnyError::InvalidUrl {
+            url: url.redacted.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(prefix) = url.get("key_prefix") {
+            config = config.key_prefix(prefix);
+        }
+        if let Some(name) = url.get("consumer") {
+            config = config.consumer_name(name);
+        }
+        if let Some(n) = url.number("max_in_flight")? {
+            config = config.max_in_flight(n);
+        }
+        if let Some(d) = url.duration("nack_delay")? {
+            config = config.nack_delay(d);
+        }
+        if let Some(d) = url.duration("close_timeout")? {
+            config = config.close_timeout(d);
+        }
+        if let Some(d) = url.duration("claim_idle")? {
+            config = config.claim_idle(d);
+        }
+        if let Some(n) = url.number("batch_size")? {
+            config = config.batch_size(n);
+        }
+        if let Some(d) = url.duration("connect_timeout")? {
+            config = config.connect_timeout(d);
+        }
+        Ok(config)
     }
 
-    async fn subscriber(
-        &self,
+    fn subscriber_config(
+        config: &RedisConfig,
         options: &SubscriberOptions,
-    ) -> Result<Arc<dyn Subscriber>, AnyError> {
-        let config = subscriber_config(&self.config, options)?;
-        let subscriber = RedisSubscriber::connect(config)
-            .await
-            .map_err(connect_error(&self.url))?;
-        Ok(Arc::new(subscriber))
+    ) -> Result<RedisConfig, AnyError> {
+        let mut config = config.clone();
+        if let Some(n) = options.max_in_flight {
+            config = config.max_in_flight(n);
+        }
+        let start =
+            match options.from {
+                None => None,
+                Some(position @ (StartPosition::Beginning | StartPosition::End)) => Some(position),
+                Some(position) => return Err(unsupported_start(
+                    NAME,
+                    options.group.is_some(),
+                    position,
+                    "Redis streams start at the beginning (from=beginning) or the end (from=end)",
+                )),
+            };
+        config = match &options.group {
+            Some(group) => config.group(group.as_str()),
+            None => config.no_group(),
+        };
+        Ok(match start {
+            Some(position) => config.start_position(position),
+            None => config,
+        })
     }
 
-    async fn close(&self) -> tidemill::Result<()> {
-        self.publisher.close().await
+    async fn connect(config: &RedisConfig) -> tidemill::Result<(Self, Arc<dyn Publisher>)> {
+        Ok((
+            Redis,
+            Arc::new(RedisPublisher::connect(config.clone()).await?),
+        ))
+    }
+
+    async fn subscriber(&self, config: RedisConfig) -> tidemill::Result<Arc<dyn Subscriber>> {
+        Ok(Arc::new(RedisSubscriber::connect(config).await?))
     }
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tidemill::{Publisher, Subscriber};
 use tidemill_sql::{ConsumeMode, SqlConfig, SqlPubSub, SubscriberOverrides};
 
-use super::{connect_error, unsupported_start, Backend};
+use super::{unsupported_start, Adapter};
 use crate::error::AnyError;
 use crate::options::{ParsedUrl, StartPosition, SubscriberOptions};
 
@@ -61,7 +61,8 @@ fn configure(url: &ParsedUrl) -> Result<SqlConfig, AnyError> {
     Ok(config)
 }
 
-fn is_queue(url: &ParsedUrl) -> bool {
+/// Whether rows are consumed as a queue (deleted once acked) rather than read as a log.
+pub(crate) fn is_queue(url: &ParsedUrl) -> bool {
     url.get("mode") == Some("queue")
 }
 
@@ -82,41 +83,52 @@ fn check_start(queue: bool, options: &SubscriberOptions) -> Result<(), AnyError>
     }
 }
 
-pub(crate) fn check(url: &ParsedUrl, defaults: &SubscriberOptions) -> Result<(), AnyError> {
-    configure(url)?;
-    check_start(is_queue(url), defaults)
-}
-
-pub(crate) async fn connect(url: &ParsedUrl) -> Result<Box<dyn Backend>, AnyError> {
-    let config = configure(url)?;
-    let pubsub = SqlPubSub::connect(config)
-        .await
-        .map_err(connect_error(url))?;
-    pubsub.initialize().await.map_err(connect_error(url))?;
-    Ok(Box::new(Sql {
-        publisher: Arc::new(pubsub.publisher()),
-        queue: is_queue(url),
-        pubsub,
-    }))
-}
-
-struct Sql {
+/// The pool the publisher and every subscriber share.
+pub(crate) struct Sql {
     pubsub: SqlPubSub,
-    publisher: Arc<dyn Publisher>,
+}
+
+/// The URL's configuration, and whether it is queue mode.
+pub(crate) struct Options {
+    config: SqlConfig,
     queue: bool,
 }
 
 #[async_trait]
-impl Backend for Sql {
-    fn publisher(&self) -> Arc<dyn Publisher> {
-        self.publisher.clone()
+impl Adapter for Sql {
+    type Config = Options;
+    type SubscriberConfig = SubscriberOptions;
+
+    fn configure(url: &ParsedUrl) -> Result<Options, AnyError> {
+        Ok(Options {
+            config: configure(url)?,
+            queue: is_queue(url),
+        })
+    }
+
+    fn subscriber_config(
+        options: &Options,
+        subscriber: &SubscriberOptions,
+    ) -> Result<SubscriberOptions, AnyError> {
+        check_start(options.queue, subscriber)?;
+        Ok(subscriber.clone())
+    }
+
+    async fn connect(options: &Options) -> tidemill::Result<(Self, Arc<dyn Publisher>)> {
+        let pubsub = SqlPubSub::connect(options.config.clone()).await?;
+        pubsub.initialize().await?;
+        Ok((
+            Sql {
+                pubsub: pubsub.clone(),
+            },
+            Arc::new(pubsub.publisher()),
+        ))
     }
 
     async fn subscriber(
         &self,
-        options: &SubscriberOptions,
-    ) -> Result<Arc<dyn Subscriber>, AnyError> {
-        check_start(self.queue, options)?;
+        options: SubscriberOptions,
+    ) -> tidemill::Result<Arc<dyn Subscriber>> {
         let pubsub = match options.max_in_flight {
             // The window is the pub/sub's option: a second one on the same pool carries it.
             Some(n) => SqlPubSub::from_pool(
@@ -135,9 +147,7 @@ impl Backend for Sql {
         Ok(Arc::new(pubsub.subscriber_with(overrides)?))
     }
 
-    async fn close(&self) -> tidemill::Result<()> {
-        self.publisher.close().await?;
+    async fn close(&self) {
         self.pubsub.pool().close().await;
-        Ok(())
     }
 }
