@@ -100,8 +100,15 @@ fn publish_rate_spaces_the_messages_out() {
 }
 
 #[test]
-fn consume_from_a_time_on_nats_gets_only_what_came_after_it() {
-    let url = "nats://127.0.0.1:4222";
+fn consume_from_a_time_gets_only_what_came_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("from.db").display());
+    for url in ["nats://127.0.0.1:4222", sqlite.as_str()] {
+        from_a_time(url);
+    }
+}
+
+fn from_a_time(url: &str) {
     let topic = unique("from");
     ok(&run(&["publish", url, &topic, "a"]));
     std::thread::sleep(Duration::from_millis(1500));
@@ -144,11 +151,13 @@ fn consume_from_a_time_on_nats_gets_only_what_came_after_it() {
 #[test]
 fn consume_from_a_time_is_refused_where_the_backend_cannot() {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = format!("sqlite://{}", dir.path().join("from.db").display());
+    let sqlite_queue = format!(
+        "sqlite://{}?mode=queue",
+        dir.path().join("from.db").display()
+    );
     for (url, backend) in [
         ("redis://127.0.0.1:6379", "redis"),
-        (sqlite.as_str(), "sql"),
-        ("postgres://postgres@127.0.0.1:5432/test", "sql"),
+        (sqlite_queue.as_str(), "sql"),
         ("amqp://guest:guest@127.0.0.1:5672/%2f", "amqp"),
         // No broker there: refused before connecting.
         ("redis://127.0.0.1:1", "redis"),

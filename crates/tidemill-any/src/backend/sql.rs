@@ -69,17 +69,15 @@ pub(crate) fn is_queue(url: &ParsedUrl) -> bool {
 /// A new group starts at the beginning; a subscription without a group gets what is published
 /// after it; a queue holds every row until it is acked.
 fn check_start(queue: bool, options: &SubscriberOptions) -> Result<(), AnyError> {
-    let group = options.group.is_some();
     match options.from {
-        None => Ok(()),
-        Some(StartPosition::Beginning) if group || queue => Ok(()),
-        Some(StartPosition::End) if !group && !queue => Ok(()),
-        Some(position) => Err(unsupported_start(
+        // Log mode takes every start position; queue mode delivers every row, oldest first.
+        Some(position) if queue && position != StartPosition::Beginning => Err(unsupported_start(
             NAME,
-            group,
+            options.group.is_some(),
             position,
-            "a new consumer group (and queue mode) starts at the beginning (from=beginning), a subscription without a group at the end (from=end)",
+            "queue mode delivers every row from the oldest (from=beginning)",
         )),
+        _ => Ok(()),
     }
 }
 
