@@ -57,9 +57,10 @@
 //! | `stream_prefix`, `storage`, `ack_wait`, `batch_size` | stream names, `file`/`memory` | nats |
 //! | `exchange`, `durable` | topic exchange name, durability | amqp |
 //! | `partitions`, `delivery_timeout` | created topics' partitions, publish timeout | kafka |
+//! | `rdkafka.<property>` | any librdkafka property (`rdkafka.acks=all`, `rdkafka.retries=5`) | kafka |
 //!
-//! Start positions: memory `end` (`beginning` with `persistent=true`); sql `beginning` for a
-//! new group or in queue mode, `end` without a group; redis `beginning`, `end`; nats
+//! Start positions: memory `end` (`beginning` with `persistent=true`); sql all four in log
+//! mode (`beginning` in queue mode); redis `beginning`, `end`; nats
 //! `beginning`, `end`, a time; kafka `beginning` for a group, `beginning`, `end`, a time
 //! without; amqp none.
 //!

@@ -156,7 +156,14 @@ impl ParsedUrl {
     ) -> Result<(), AnyError> {
         for (key, _) in &self.params {
             let k = key.as_str();
-            if !COMMON_OPTIONS.contains(&k) && !known.contains(&k) && !passed_through.contains(&k) {
+            // `name.*` in `known` stands for every option under that prefix.
+            let matches = |list: &[&str]| {
+                list.iter().any(|o| match o.strip_suffix('*') {
+                    Some(prefix) => k.starts_with(prefix),
+                    None => *o == k,
+                })
+            };
+            if !COMMON_OPTIONS.contains(&k) && !matches(known) && !matches(passed_through) {
                 let mut all: Vec<&'static str> = COMMON_OPTIONS.to_vec();
                 all.extend_from_slice(known);
                 all.extend_from_slice(passed_through);
@@ -169,6 +176,14 @@ impl ParsedUrl {
             }
         }
         Ok(())
+    }
+
+    /// The options under `prefix` (e.g. `rdkafka.`), with the prefix taken off.
+    pub fn prefixed(&self, prefix: &str) -> Vec<(String, String)> {
+        self.params
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), v.clone())))
+            .collect()
     }
 
     fn invalid(&self, option: &str, value: &str, expected: &str) -> AnyError {

@@ -164,6 +164,11 @@ fn wrong_scheme_unknown_option_and_bad_values_are_typed_errors() {
     ));
     assert!(tidemill_any::parse("nats://h:4222?from=2026-01-01T00:00:00Z").is_ok());
     assert!(tidemill_any::parse("sqlite::memory:?from=end&group=g").is_ok());
+    assert!(tidemill_any::parse("kafka://h:9092?rdkafka.acks=all&rdkafka.retries=5").is_ok());
+    assert!(matches!(
+        tidemill_any::parse("kafka://h:9092?rdkafkaacks=all").unwrap_err(),
+        AnyError::UnknownOption { .. }
+    ));
     assert!(tidemill_any::parse("memory://?from=beginning").is_err());
     let config =
         tidemill_any::parse("amqp://guest:guest@h/%2f?mode=topic&exchange=events").unwrap();

@@ -256,7 +256,6 @@ fn partial_requeue_amqp() {
 }
 
 #[test]
-#[ignore = "on the tansu test broker a group resumes past messages it never acked (plain `consume --group g --count 2` then `consume --group g` loses the rest), below the CLI"]
 fn partial_requeue_kafka() {
     if std::net::TcpStream::connect_timeout(
         &"127.0.0.1:9092".parse().unwrap(),
@@ -267,7 +266,11 @@ fn partial_requeue_kafka() {
         println!("skipped: no Kafka broker on 127.0.0.1:9092");
         return;
     }
-    partial_requeue_leaves_exactly_the_others("kafka://127.0.0.1:9092");
+    // One record per batch: the tansu test broker cannot fetch from inside a record batch
+    // (docs/testing.md), which a group resuming mid-batch would need.
+    partial_requeue_leaves_exactly_the_others(
+        "kafka://127.0.0.1:9092?rdkafka.batch.num.messages=1",
+    );
 }
 
 /// A router whose handler fails until told otherwise poisons three orders on NATS; a requeue

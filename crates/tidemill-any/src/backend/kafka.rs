@@ -18,6 +18,8 @@ pub(crate) const KNOWN: &[&str] = &[
     "partitions",
     "delivery_timeout",
     "max_in_flight",
+    // Any librdkafka property, e.g. `rdkafka.acks=all` or `rdkafka.batch.num.messages=1`.
+    "rdkafka.*",
 ];
 
 fn max_in_flight() -> AnyError {
@@ -67,6 +69,9 @@ impl Adapter for Kafka {
         }
         if url.get("max_in_flight").is_some() {
             return Err(max_in_flight());
+        }
+        for (key, value) in url.prefixed("rdkafka.") {
+            config = config.set(key, value);
         }
         Ok(config)
     }
