@@ -3,7 +3,7 @@
 //!
 //! ```
 //! use futures::StreamExt;
-//! use tidemill::Message;
+//! use tidemill::{Message, PublisherExt};
 //! use tidemill_any::SubscriberOptions;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tidemill_any::AnyError> {
@@ -11,7 +11,7 @@
 //! let pubsub = tidemill_any::connect(&url).await?;
 //! let subscriber = pubsub.subscriber(SubscriberOptions::group("billing")).await?;
 //! let mut orders = subscriber.subscribe("orders").await?;
-//! pubsub.publisher().publish("orders", vec![Message::new("order #1")]).await?;
+//! pubsub.publisher().publish_one("orders", Message::new("order #1")).await?;
 //! let delivery = orders.next().await.unwrap()?;
 //! assert_eq!(delivery.message().payload().as_ref(), b"order #1");
 //! delivery.ack();

@@ -25,7 +25,7 @@ use tidemill::middleware::{
     TimeoutLayer,
 };
 use tidemill::router::{HandlerResult, SignalsPlugin};
-use tidemill::{new_uuid, Message, Publisher, Router};
+use tidemill::{new_uuid, Message, Publisher, PublisherExt, Router};
 use tidemill_any::SubscriberOptions;
 
 const INCOMING: &str = "incoming_topic";
@@ -181,7 +181,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
                     msg.id(),
                     correlation_id(&msg).unwrap_or("-")
                 );
-                if let Err(err) = pubsub.publish(INCOMING, vec![msg]).await {
+                if let Err(err) = pubsub.publish_one(INCOMING, msg).await {
                     eprintln!("publishing failed: {err}");
                     break;
                 }

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use tidemill::middleware::{
     POISON_HANDLER_KEY, POISON_REASON_KEY, POISON_SUBSCRIBER_KEY, POISON_TOPIC_KEY,
 };
-use tidemill::{Delivery, Message};
+use tidemill::{Delivery, Message, PublisherExt};
 use tidemill_any::{BackendKind, SubscriberOptions};
 
 use crate::cli::{Output, PoisonAction, PoisonArgs, PoisonTarget, Selection};
@@ -276,7 +276,7 @@ async fn act(
                 let message = requeued(h.message(), fresh_ids);
                 let new_id = fresh_ids.then(|| message.id().to_owned());
                 match session
-                    .timed("requeueing", publisher.publish(&topic, vec![message]))
+                    .timed("requeueing", publisher.publish_one(&topic, message))
                     .await
                     .and_then(|r| r.map_err(CliError::from))
                 {

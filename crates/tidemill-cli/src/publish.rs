@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tidemill::Message;
+use tidemill::{Message, PublisherExt};
 use tokio::io::AsyncReadExt;
 
 use crate::cli::{Output, PublishArgs};
@@ -139,7 +139,7 @@ pub(crate) async fn run(args: PublishArgs) -> Result<(), CliError> {
                 tick.tick().await;
                 let id = m.id().to_owned();
                 session
-                    .timed("publishing", publisher.publish(&args.topic, vec![m]))
+                    .timed("publishing", publisher.publish_one(&args.topic, m))
                     .await??;
                 ids.push(id);
             }

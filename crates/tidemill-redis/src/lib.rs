@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use futures::StreamExt;
-//! use tidemill::{Message, Publisher, Subscriber};
+//! use tidemill::{Message, Publisher, PublisherExt, Subscriber};
 //! use tidemill_redis::{RedisConfig, RedisPublisher, RedisSubscriber};
 //!
 //! # #[tokio::main] async fn main() -> tidemill::Result<()> {
@@ -22,7 +22,7 @@
 //!
 //! let publisher = RedisPublisher::connect(config).await?;
 //! let order = Message::new(r#"{"id":1}"#).with_metadata("kind", "order.created");
-//! publisher.publish(&topic, vec![order]).await?;
+//! publisher.publish_one(&topic, order).await?;
 //!
 //! let delivery = orders.next().await.expect("a delivery")?;
 //! assert_eq!(delivery.message().metadata().get("kind"), Some("order.created"));

@@ -16,7 +16,9 @@ use tidemill::middleware::{
     TimeoutLayer, POISON_HANDLER_KEY, POISON_REASON_KEY,
 };
 use tidemill::router::{Permanent, SignalsPlugin};
-use tidemill::{HandlerError, HandlerResult, InProcessPubSub, Message, Publisher, Router};
+use tidemill::{
+    HandlerError, HandlerResult, InProcessPubSub, Message, Publisher, PublisherExt, Router,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -89,7 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 let mut msg = Message::new(name);
                 set_correlation_id(&mut msg, format!("order-{i}"));
-                if pubsub.publish("orders", vec![msg]).await.is_err() {
+                if pubsub.publish_one("orders", msg).await.is_err() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;

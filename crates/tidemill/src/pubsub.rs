@@ -23,12 +23,12 @@ use crate::message::Message;
 /// # Example
 ///
 /// ```
-/// use tidemill::{InProcessPubSub, Message, Publisher};
+/// use tidemill::{InProcessPubSub, Message, Publisher, PublisherExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill::Result<()> {
 /// let pubsub = InProcessPubSub::new();
 /// let publisher: std::sync::Arc<dyn Publisher> = std::sync::Arc::new(pubsub.clone());
-/// publisher.publish("orders", vec![Message::new("order #1")]).await?;
+/// publisher.publish_one("orders", Message::new("order #1")).await?;
 /// publisher.close().await?;
 /// # Ok(()) }
 /// ```
@@ -68,12 +68,12 @@ pub trait Publisher: Send + Sync + 'static {
 ///
 /// ```
 /// use futures::StreamExt;
-/// use tidemill::{InProcessPubSub, Message, Publisher, Subscriber};
+/// use tidemill::{InProcessPubSub, Message, Publisher, PublisherExt, Subscriber};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill::Result<()> {
 /// let pubsub = InProcessPubSub::new();
 /// let mut subscription = pubsub.subscribe("greetings").await?;
-/// pubsub.publish("greetings", vec![Message::new("hi")]).await?;
+/// pubsub.publish_one("greetings", Message::new("hi")).await?;
 /// let delivery = subscription.next().await.unwrap()?;
 /// assert_eq!(delivery.message().payload().as_ref(), b"hi");
 /// delivery.ack();
