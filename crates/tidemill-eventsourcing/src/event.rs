@@ -130,6 +130,14 @@ impl EventMetadata {
     }
 
     pub(crate) fn to_json(&self) -> String {
+        // Most events carry none: skip the serializer for them.
+        if self.correlation_id.is_none()
+            && self.causation_id.is_none()
+            && self.traceparent.is_none()
+            && self.extra.is_empty()
+        {
+            return "{}".to_owned();
+        }
         serde_json::to_string(self).expect("string maps always serialize")
     }
 
