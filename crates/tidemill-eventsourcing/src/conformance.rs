@@ -818,6 +818,26 @@ pub async fn truncate_and_delete(h: &dyn Harness) {
         .await
         .unwrap();
     assert_eq!(after.iter().map(|e| e.version).collect::<Vec<_>>(), [7]);
+    // A deleted stream appended to at its exact version is live again.
+    store
+        .delete_stream("doc-1", ExpectedVersion::Exact(7))
+        .await
+        .unwrap();
+    let r = store
+        .append("doc-1", ExpectedVersion::Exact(7), vec![ev("Back", "8")])
+        .await
+        .unwrap();
+    assert_eq!(r.version, 8);
+    let info = store.stream_info("doc-1").await.unwrap();
+    assert_eq!((info.version, info.deleted), (Some(8), false));
+    assert_eq!(
+        store
+            .read_stream("doc-1", ReadStream::forward())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Tombstone: gone for good.
     store
@@ -832,14 +852,21 @@ pub async fn truncate_and_delete(h: &dyn Harness) {
         store.read_stream("doc-2", ReadStream::forward()).await,
         Err(Error::StreamTombstoned { .. })
     ));
-    assert!(matches!(
-        store
-            .append("doc-2", ExpectedVersion::Any, vec![ev("E", "2")])
-            .await,
-        Err(Error::StreamTombstoned { .. })
-    ));
-    let log = log_with(&store, &StreamFilter::All, 5).await;
-    assert_eq!(log.len(), 5);
+    for expected in [
+        ExpectedVersion::Any,
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(1),
+    ] {
+        assert!(
+            matches!(
+                store.append("doc-2", expected, vec![ev("E", "2")]).await,
+                Err(Error::StreamTombstoned { .. })
+            ),
+            "{expected:?}"
+        );
+    }
+    let log = log_with(&store, &StreamFilter::All, 6).await;
+    assert_eq!(log.len(), 6);
     assert!(log.iter().all(|e| e.stream != "doc-2"));
 }
 
