@@ -75,6 +75,33 @@ pub(crate) fn unique_violation(e: &sqlx::Error) -> bool {
     }
 }
 
+/// The rowid of the last row an `INSERT` wrote, where the driver reports it with the
+/// statement's result (SQLite: the events' `INTEGER PRIMARY KEY`, their position).
+pub(crate) trait InsertedRowid {
+    fn inserted_rowid(&self) -> Option<i64>;
+}
+
+#[cfg(feature = "sqlite")]
+impl InsertedRowid for sqlx::sqlite::SqliteQueryResult {
+    fn inserted_rowid(&self) -> Option<i64> {
+        Some(self.last_insert_rowid())
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl InsertedRowid for sqlx::postgres::PgQueryResult {
+    fn inserted_rowid(&self) -> Option<i64> {
+        None
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl InsertedRowid for sqlx::mysql::MySqlQueryResult {
+    fn inserted_rowid(&self) -> Option<i64> {
+        None
+    }
+}
+
 macro_rules! sql_backend {
     ($modname:ident, $db:ty, $txvariant:path) => {
         pub(crate) mod $modname {
@@ -89,7 +116,7 @@ macro_rules! sql_backend {
             use crate::names::StreamFilter;
             use crate::projection::{BatchOutcome, Projection};
             use crate::snapshot::SnapshotRecord;
-            use crate::sql::imp::{decode_row, EventRow, EVENT_COLUMNS};
+            use crate::sql::imp::{decode_row, EventRow, InsertedRowid, EVENT_COLUMNS};
             use crate::sql::schema::Names;
             use crate::sql::OutboxTarget;
             use crate::store::{idempotent_outcome, Existing, StoreConfig};
@@ -367,7 +394,7 @@ macro_rules! sql_backend {
                 let count = events.len() as i64;
                 let now = to_micros((config.clock)());
                 let cols = insert_cols(false);
-                let mut qb = if n.stream_row_by_trigger() {
+                let position = if n.stream_row_by_trigger() {
                     let mut qb = QueryBuilder::<$db>::new(format!(
                         "INSERT INTO {} ({cols}) SELECT * FROM (",
                         n.events
@@ -378,26 +405,39 @@ macro_rules! sql_backend {
                     qb.push_bind(STATE_TOMBSTONED);
                     qb.push(format!(" THEN -1 ELSE version END FROM {} WHERE stream = ", n.streams));
                     qb.push_bind(stream).push("), 0) = ").push_bind(base);
-                    qb
+                    // No rows sent back: the count says whether the guard passed, and the
+                    // last rowid is the last event's position (the trigger's own inserts do
+                    // not change it once it returns).
+                    let done = match qb.build().execute(pool).await {
+                        Err(e) if crate::sql::imp::unique_violation(&e) => return Ok(None),
+                        r => r?,
+                    };
+                    match (done.rows_affected() == count as u64, done.inserted_rowid()) {
+                        (true, Some(position)) => LogPosition { commit: 0, position },
+                        _ => return Ok(None),
+                    }
                 } else {
                     let mut qb = QueryBuilder::<$db>::new("WITH s AS (");
                     push_guard(&mut qb, n, stream, base, count);
-                    qb.push(format!(") INSERT INTO {} ({cols}) SELECT v.* FROM (", n.events));
+                    qb.push(format!("), i AS (INSERT INTO {} ({cols}) SELECT v.* FROM (", n.events));
                     push_rows(&mut qb, stream, base, events, now, None);
-                    qb.push(format!(") AS v ({cols}) WHERE EXISTS (SELECT 1 FROM s)"));
-                    qb
+                    qb.push(format!(
+                        ") AS v ({cols}) WHERE EXISTS (SELECT 1 FROM s) RETURNING {}, position) \
+                         SELECT * FROM i ORDER BY position DESC LIMIT 1",
+                        n.commit_col()
+                    ));
+                    let rows: Vec<(i64, i64)> = match qb.build_query_as().fetch_all(pool).await {
+                        Err(e) if crate::sql::imp::unique_violation(&e) => return Ok(None),
+                        r => r?,
+                    };
+                    if rows.is_empty() {
+                        return Ok(None);
+                    }
+                    last_position(rows)
                 };
-                qb.push(format!(" RETURNING {}, position", n.commit_col()));
-                let rows: Vec<(i64, i64)> = match qb.build_query_as().fetch_all(pool).await {
-                    Err(e) if crate::sql::imp::unique_violation(&e) => return Ok(None),
-                    r => r?,
-                };
-                if rows.is_empty() {
-                    return Ok(None);
-                }
                 Ok(Some(AppendResult {
                     version: (base + count) as u64,
-                    position: last_position(rows),
+                    position,
                     written: true,
                 }))
             }
