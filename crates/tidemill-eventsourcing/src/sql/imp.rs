@@ -419,11 +419,12 @@ macro_rules! sql_backend {
                 } else {
                     let mut qb = QueryBuilder::<$db>::new("WITH s AS (");
                     push_guard(&mut qb, n, stream, base, count);
-                    qb.push(format!("), i AS (INSERT INTO {} ({cols}) SELECT v.* FROM (", n.events));
+                    qb.push(format!(") INSERT INTO {} ({cols}) SELECT v.* FROM (", n.events));
                     push_rows(&mut qb, stream, base, events, now, None);
+                    // Every row comes back: wrapping the insert in a second CTE to return
+                    // only the last one measured slower.
                     qb.push(format!(
-                        ") AS v ({cols}) WHERE EXISTS (SELECT 1 FROM s) RETURNING {}, position) \
-                         SELECT * FROM i ORDER BY position DESC LIMIT 1",
+                        ") AS v ({cols}) WHERE EXISTS (SELECT 1 FROM s) RETURNING {}, position",
                         n.commit_col()
                     ));
                     let rows: Vec<(i64, i64)> = match qb.build_query_as().fetch_all(pool).await {
