@@ -45,9 +45,39 @@ use crate::upcast::Upcasters;
 /// ```
 pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The stream category: aggregate `42` lives in stream `<CATEGORY>-42`.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// assert_eq!(tidemill_eventsourcing::Repository::<Counter>::stream_of("7"), "counter-7");
+    /// ```
     const CATEGORY: &'static str;
     /// The snapshot schema version: snapshots stored under another version are ignored
     /// (bump it when the state's shape changes).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// assert_eq!(Counter::SNAPSHOT_VERSION, 1);
+    /// ```
     const SNAPSHOT_VERSION: u32 = 1;
     /// The events.
     type Event: Serialize + DeserializeOwned + Send + Sync;
@@ -57,13 +87,62 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Folds one event into the state.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// let mut c = Counter::default();
+    /// c.apply(&Ev::Added { by: 2 });
+    /// assert_eq!(c.value, 2);
+    /// ```
     fn apply(&mut self, event: &Self::Event);
 
     /// Decides a command into events (none: nothing to do), or rejects it.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// let c = Counter { value: 8 };
+    /// assert!(c.handle(1).is_ok());
+    /// assert!(c.handle(5).is_err());
+    /// ```
     fn handle(&self, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
 
     /// The current schema version of an event type (stored with each event; older ones are
     /// upcast on read).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// assert_eq!(Counter::schema_version("Added"), 1);
+    /// ```
     fn schema_version(event_type: &str) -> u32 {
         let _ = event_type;
         1
@@ -102,6 +181,23 @@ pub fn encode_event<E: Serialize>(event: &E, schema_version: u32) -> Result<NewE
 /// Decodes a stored event into the typed event, upcasting its payload from its schema version
 /// to `current_version`. Unknown types and undecodable payloads are typed errors naming the
 /// stream, version and type.
+///
+/// ```
+/// use serde::Deserialize;
+/// use tidemill_eventsourcing::{decode_event, EventStore, ExpectedVersion, MemoryEventStore, NewEvent, ReadStream, Upcasters};
+///
+/// #[derive(Debug, PartialEq, Deserialize)]
+/// #[serde(tag = "type", content = "data")]
+/// enum E { Renamed { name: String } }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+/// let store = MemoryEventStore::new();
+/// store.append("user-1", ExpectedVersion::Any, vec![NewEvent::new("Renamed", r#"{"name":"B"}"#)]).await?;
+/// let record = &store.read_stream("user-1", ReadStream::forward()).await?[0];
+/// let e: E = decode_event(record, &Upcasters::new(), 1)?;
+/// assert_eq!(e, E::Renamed { name: "B".into() });
+/// # Ok(()) }
+/// ```
 pub fn decode_event<E: DeserializeOwned>(
     record: &RecordedEvent,
     upcasters: &Upcasters,

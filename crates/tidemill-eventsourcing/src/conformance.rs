@@ -41,14 +41,67 @@ use crate::{
 };
 
 /// How the suite gets stores of one backend.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use tidemill_eventsourcing::conformance::Harness;
+/// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+/// # struct Memory;
+/// # #[async_trait::async_trait]
+/// # impl Harness for Memory {
+/// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+/// #         Arc::new(MemoryEventStore::with_config(config))
+/// #     }
+/// #     fn exactly_once_projections(&self) -> bool { false }
+/// # }
+/// # #[tokio::main] async fn main() {
+/// let store = Memory.store(StoreConfig::new()).await;
+/// assert_eq!(store.stream_info("s-1").await.unwrap().version, None);
+/// # }
+/// ```
 #[async_trait]
 pub trait Harness: Send + Sync {
     /// A store with `config` (its prefix is unique to the check; its schema must exist when
     /// this returns).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use tidemill_eventsourcing::conformance::Harness;
+    /// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+    /// # struct Memory;
+    /// # #[async_trait::async_trait]
+    /// # impl Harness for Memory {
+    /// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+    /// #         Arc::new(MemoryEventStore::with_config(config))
+    /// #     }
+    /// #     fn exactly_once_projections(&self) -> bool { false }
+    /// # }
+    /// # #[tokio::main] async fn main() {
+    /// let store = Memory.store(StoreConfig::new().table_prefix("c1_").unwrap()).await;
+    /// # drop(store);
+    /// # }
+    /// ```
     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore>;
 
     /// Whether projections' checkpoints commit with their read model (SQL: yes; memory: no,
     /// so the suite then checks at-least-once).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use tidemill_eventsourcing::conformance::Harness;
+    /// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+    /// # struct Memory;
+    /// # #[async_trait::async_trait]
+    /// # impl Harness for Memory {
+    /// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+    /// #         Arc::new(MemoryEventStore::with_config(config))
+    /// #     }
+    /// #     fn exactly_once_projections(&self) -> bool { false }
+    /// # }
+    /// # #[tokio::main] async fn main() {
+    /// assert!(!Memory.exactly_once_projections()); // memory checkpoints after each batch
+    /// # }
+    /// ```
     fn exactly_once_projections(&self) -> bool;
 }
 
@@ -96,6 +149,23 @@ fn ev(t: &str, body: &str) -> NewEvent {
 }
 
 /// Appends and reads one stream: fields, order both ways, `from`, `max_count`, metadata.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use tidemill_eventsourcing::conformance::Harness;
+/// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+/// # struct Memory;
+/// # #[async_trait::async_trait]
+/// # impl Harness for Memory {
+/// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+/// #         Arc::new(MemoryEventStore::with_config(config))
+/// #     }
+/// #     fn exactly_once_projections(&self) -> bool { false }
+/// # }
+/// # #[tokio::main] async fn main() {
+/// tidemill_eventsourcing::conformance::append_and_read(&Memory).await;
+/// # }
+/// ```
 pub async fn append_and_read(h: &dyn Harness) {
     let store = open(h, "append_and_read").await;
     let md = EventMetadata::default()
@@ -164,6 +234,23 @@ pub async fn append_and_read(h: &dyn Harness) {
 }
 
 /// Every expectation, and a conflict that writes nothing.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use tidemill_eventsourcing::conformance::Harness;
+/// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+/// # struct Memory;
+/// # #[async_trait::async_trait]
+/// # impl Harness for Memory {
+/// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+/// #         Arc::new(MemoryEventStore::with_config(config))
+/// #     }
+/// #     fn exactly_once_projections(&self) -> bool { false }
+/// # }
+/// # #[tokio::main] async fn main() {
+/// tidemill_eventsourcing::conformance::expected_versions(&Memory).await;
+/// # }
+/// ```
 pub async fn expected_versions(h: &dyn Harness) {
     let store = open(h, "expected_versions").await;
     let s = "acct-1";
@@ -238,6 +325,23 @@ pub async fn expected_versions(h: &dyn Harness) {
 }
 
 /// Concurrent appenders on one stream: exactly one wins each version.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use tidemill_eventsourcing::conformance::Harness;
+/// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+/// # struct Memory;
+/// # #[async_trait::async_trait]
+/// # impl Harness for Memory {
+/// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+/// #         Arc::new(MemoryEventStore::with_config(config))
+/// #     }
+/// #     fn exactly_once_projections(&self) -> bool { false }
+/// # }
+/// # #[tokio::main] async fn main() {
+/// tidemill_eventsourcing::conformance::concurrent_appenders_one_stream(&Memory).await;
+/// # }
+/// ```
 pub async fn concurrent_appenders_one_stream(h: &dyn Harness) {
     let store = open(h, "concurrent_one").await;
     let writers = 8;
@@ -295,6 +399,23 @@ pub async fn concurrent_appenders_one_stream(h: &dyn Harness) {
 
 /// Many writers on many streams while a reader tails the global log: every event exactly
 /// once, each stream's events in version order, nothing skipped.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use tidemill_eventsourcing::conformance::Harness;
+/// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+/// # struct Memory;
+/// # #[async_trait::async_trait]
+/// # impl Harness for Memory {
+/// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+/// #         Arc::new(MemoryEventStore::with_config(config))
+/// #     }
+/// #     fn exactly_once_projections(&self) -> bool { false }
+/// # }
+/// # #[tokio::main] async fn main() {
+/// tidemill_eventsourcing::conformance::many_streams_global_log(&Memory).await;
+/// # }
+/// ```
 pub async fn many_streams_global_log(h: &dyn Harness) {
     let store = open(h, "many_streams").await;
     let writers = 8;
@@ -380,6 +501,23 @@ pub async fn many_streams_global_log(h: &dyn Harness) {
 }
 
 /// Retried appends with the same ids do not write twice; ids used elsewhere are refused.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use tidemill_eventsourcing::conformance::Harness;
+/// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+/// # struct Memory;
+/// # #[async_trait::async_trait]
+/// # impl Harness for Memory {
+/// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+/// #         Arc::new(MemoryEventStore::with_config(config))
+/// #     }
+/// #     fn exactly_once_projections(&self) -> bool { false }
+/// # }
+/// # #[tokio::main] async fn main() {
+/// tidemill_eventsourcing::conformance::idempotent_retries(&Memory).await;
+/// # }
+/// ```
 pub async fn idempotent_retries(h: &dyn Harness) {
     let store = open(h, "idempotent").await;
     let batch = vec![ev("A", "1"), ev("B", "2")];
@@ -478,21 +616,59 @@ pub async fn idempotent_retries(h: &dyn Harness) {
 }
 
 /// A clock tests move by hand.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tidemill_eventsourcing::conformance::ManualClock;
+/// use tidemill_eventsourcing::{EventStore, ExpectedVersion, MemoryEventStore, NewEvent, ReadStream, StoreConfig};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+/// let eight = SystemTime::UNIX_EPOCH + Duration::from_secs(8 * 3600);
+/// let clock = ManualClock::at(eight);
+/// let store = MemoryEventStore::with_config(StoreConfig::new().clock(clock.clock()));
+/// store.append("s-1", ExpectedVersion::Any, vec![NewEvent::new("A", "{}")]).await?;
+/// clock.set(eight + Duration::from_secs(3600));
+/// store.append("s-1", ExpectedVersion::Any, vec![NewEvent::new("B", "{}")]).await?;
+/// let at_eight = store.read_stream("s-1", ReadStream::forward().as_of_time(eight)).await?;
+/// assert_eq!(at_eight.len(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ManualClock(Arc<AtomicI64>);
 
 impl ManualClock {
     /// A clock at `start` (microseconds since the epoch).
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// let clock = tidemill_eventsourcing::conformance::ManualClock::at(SystemTime::UNIX_EPOCH);
+    /// assert_eq!((clock.clock())(), SystemTime::UNIX_EPOCH);
+    /// ```
     pub fn at(start: SystemTime) -> Self {
         Self(Arc::new(AtomicI64::new(crate::event::to_micros(start))))
     }
 
     /// Sets the time.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// let clock = tidemill_eventsourcing::conformance::ManualClock::at(SystemTime::UNIX_EPOCH);
+    /// let later = SystemTime::UNIX_EPOCH + Duration::from_secs(60);
+    /// clock.set(later);
+    /// assert_eq!((clock.clock())(), later);
+    /// ```
     pub fn set(&self, t: SystemTime) {
         self.0.store(crate::event::to_micros(t), Ordering::SeqCst);
     }
 
     /// The clock for [`StoreConfig::clock`].
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use tidemill_eventsourcing::{conformance::ManualClock, StoreConfig};
+    /// let clock = ManualClock::at(SystemTime::UNIX_EPOCH);
+    /// let config = StoreConfig::new().clock(clock.clock());
+    /// # drop(config);
+    /// ```
     pub fn clock(&self) -> crate::Clock {
         let v = self.0.clone();
         Arc::new(move || crate::event::from_micros(v.load(Ordering::SeqCst)))
@@ -504,6 +680,23 @@ fn day_at(h: u64) -> SystemTime {
 }
 
 /// Reads as of a time and as of a version.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use tidemill_eventsourcing::conformance::Harness;
+/// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+/// # struct Memory;
+/// # #[async_trait::async_trait]
+/// # impl Harness for Memory {
+/// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+/// #         Arc::new(MemoryEventStore::with_config(config))
+/// #     }
+/// #     fn exactly_once_projections(&self) -> bool { false }
+/// # }
+/// # #[tokio::main] async fn main() {
+/// tidemill_eventsourcing::conformance::as_of_reads(&Memory).await;
+/// # }
+/// ```
 pub async fn as_of_reads(h: &dyn Harness) {
     let clock = ManualClock::at(day_at(8));
     let config = StoreConfig::new()
@@ -558,6 +751,23 @@ pub async fn as_of_reads(h: &dyn Harness) {
 }
 
 /// Truncate, soft delete (and appending after it), tombstone.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use tidemill_eventsourcing::conformance::Harness;
+/// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+/// # struct Memory;
+/// # #[async_trait::async_trait]
+/// # impl Harness for Memory {
+/// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+/// #         Arc::new(MemoryEventStore::with_config(config))
+/// #     }
+/// #     fn exactly_once_projections(&self) -> bool { false }
+/// # }
+/// # #[tokio::main] async fn main() {
+/// tidemill_eventsourcing::conformance::truncate_and_delete(&Memory).await;
+/// # }
+/// ```
 pub async fn truncate_and_delete(h: &dyn Harness) {
     let store = open(h, "lifecycle").await;
     let five: Vec<NewEvent> = (1..=5).map(|i| ev("E", &i.to_string())).collect();
@@ -608,6 +818,26 @@ pub async fn truncate_and_delete(h: &dyn Harness) {
         .await
         .unwrap();
     assert_eq!(after.iter().map(|e| e.version).collect::<Vec<_>>(), [7]);
+    // A deleted stream appended to at its exact version is live again.
+    store
+        .delete_stream("doc-1", ExpectedVersion::Exact(7))
+        .await
+        .unwrap();
+    let r = store
+        .append("doc-1", ExpectedVersion::Exact(7), vec![ev("Back", "8")])
+        .await
+        .unwrap();
+    assert_eq!(r.version, 8);
+    let info = store.stream_info("doc-1").await.unwrap();
+    assert_eq!((info.version, info.deleted), (Some(8), false));
+    assert_eq!(
+        store
+            .read_stream("doc-1", ReadStream::forward())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Tombstone: gone for good.
     store
@@ -622,18 +852,42 @@ pub async fn truncate_and_delete(h: &dyn Harness) {
         store.read_stream("doc-2", ReadStream::forward()).await,
         Err(Error::StreamTombstoned { .. })
     ));
-    assert!(matches!(
-        store
-            .append("doc-2", ExpectedVersion::Any, vec![ev("E", "2")])
-            .await,
-        Err(Error::StreamTombstoned { .. })
-    ));
-    let log = log_with(&store, &StreamFilter::All, 5).await;
-    assert_eq!(log.len(), 5);
+    for expected in [
+        ExpectedVersion::Any,
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(1),
+    ] {
+        assert!(
+            matches!(
+                store.append("doc-2", expected, vec![ev("E", "2")]).await,
+                Err(Error::StreamTombstoned { .. })
+            ),
+            "{expected:?}"
+        );
+    }
+    let log = log_with(&store, &StreamFilter::All, 6).await;
+    assert_eq!(log.len(), 6);
     assert!(log.iter().all(|e| e.stream != "doc-2"));
 }
 
 /// Category reads of the global log.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use tidemill_eventsourcing::conformance::Harness;
+/// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+/// # struct Memory;
+/// # #[async_trait::async_trait]
+/// # impl Harness for Memory {
+/// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+/// #         Arc::new(MemoryEventStore::with_config(config))
+/// #     }
+/// #     fn exactly_once_projections(&self) -> bool { false }
+/// # }
+/// # #[tokio::main] async fn main() {
+/// tidemill_eventsourcing::conformance::category_reads(&Memory).await;
+/// # }
+/// ```
 pub async fn category_reads(h: &dyn Harness) {
     let store = open(h, "category").await;
     for s in [
@@ -681,6 +935,23 @@ pub async fn category_reads(h: &dyn Harness) {
 }
 
 /// Bad names and oversized events are refused before anything is written.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use tidemill_eventsourcing::conformance::Harness;
+/// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+/// # struct Memory;
+/// # #[async_trait::async_trait]
+/// # impl Harness for Memory {
+/// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+/// #         Arc::new(MemoryEventStore::with_config(config))
+/// #     }
+/// #     fn exactly_once_projections(&self) -> bool { false }
+/// # }
+/// # #[tokio::main] async fn main() {
+/// tidemill_eventsourcing::conformance::bad_input(&Memory).await;
+/// # }
+/// ```
 pub async fn bad_input(h: &dyn Harness) {
     let store = open(h, "bad_input").await;
     for bad in ["", "a b", "x'; DROP TABLE y; --", "a*"] {
@@ -825,6 +1096,23 @@ async fn fill(store: &Arc<dyn EventStore>, streams: usize, per: usize) -> Vec<uu
 /// A projection killed in the middle of catching up resumes from its checkpoint without
 /// applying an event twice (SQL); with the live tail it then picks up new events; a rebuild
 /// starts again from zero.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use tidemill_eventsourcing::conformance::Harness;
+/// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+/// # struct Memory;
+/// # #[async_trait::async_trait]
+/// # impl Harness for Memory {
+/// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+/// #         Arc::new(MemoryEventStore::with_config(config))
+/// #     }
+/// #     fn exactly_once_projections(&self) -> bool { false }
+/// # }
+/// # #[tokio::main] async fn main() {
+/// tidemill_eventsourcing::conformance::projection_resumes_exactly_once(&Memory).await;
+/// # }
+/// ```
 pub async fn projection_resumes_exactly_once(h: &dyn Harness) {
     let prefix = unique_prefix("projection");
     let store = h
@@ -989,6 +1277,23 @@ impl SeenIds {
 
 /// A failing event: `Stop` ends the projection at it with a typed error naming stream,
 /// version and type; `DeadLetter` records it and goes on.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use tidemill_eventsourcing::conformance::Harness;
+/// # use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+/// # struct Memory;
+/// # #[async_trait::async_trait]
+/// # impl Harness for Memory {
+/// #     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+/// #         Arc::new(MemoryEventStore::with_config(config))
+/// #     }
+/// #     fn exactly_once_projections(&self) -> bool { false }
+/// # }
+/// # #[tokio::main] async fn main() {
+/// tidemill_eventsourcing::conformance::projection_error_policies(&Memory).await;
+/// # }
+/// ```
 pub async fn projection_error_policies(h: &dyn Harness) {
     let prefix = unique_prefix("policies");
     let store = h
@@ -1069,6 +1374,30 @@ pub async fn projection_error_policies(h: &dyn Harness) {
 
 /// Expands into one `#[tokio::test]` per check of the suite, given an expression building
 /// the [`Harness`].
+///
+/// ```
+/// mod memory_conformance {
+///     use std::sync::Arc;
+///     use tidemill_eventsourcing::conformance::Harness;
+///     use tidemill_eventsourcing::{EventStore, MemoryEventStore, StoreConfig};
+///
+///     pub struct Memory;
+///
+///     #[async_trait::async_trait]
+///     impl Harness for Memory {
+///         async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
+///             Arc::new(MemoryEventStore::with_config(config))
+///         }
+///         fn exactly_once_projections(&self) -> bool { false }
+///     }
+///
+///     // In a test file: one `#[tokio::test]` per check.
+///     tidemill_eventsourcing::event_store_conformance!(Memory);
+/// }
+/// # #[tokio::main] async fn main() {
+/// tidemill_eventsourcing::conformance::bad_input(&memory_conformance::Memory).await;
+/// # }
+/// ```
 #[macro_export]
 macro_rules! event_store_conformance {
     ($harness:expr) => {

@@ -5,6 +5,13 @@ use tidemill::BoxError;
 use crate::event::ExpectedVersion;
 
 /// The crate's result type.
+///
+/// ```
+/// fn version_of(info: tidemill_eventsourcing::StreamInfo) -> tidemill_eventsourcing::Result<u64> {
+///     Ok(info.version.unwrap_or(0))
+/// }
+/// assert_eq!(version_of(Default::default()).unwrap(), 0);
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong, naming the stream (and version and event type where there is one).

@@ -31,6 +31,13 @@ pub enum ExpectedVersion {
 
 impl ExpectedVersion {
     /// Whether a stream whose version is `actual` (`None`: no events) satisfies this.
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::ExpectedVersion;
+    /// assert!(ExpectedVersion::Any.accepts(Some(7)));
+    /// assert!(ExpectedVersion::Exact(0).accepts(None));
+    /// assert!(!ExpectedVersion::Exact(3).accepts(Some(4)));
+    /// ```
     pub fn accepts(self, actual: Option<u64>) -> bool {
         match self {
             Self::Any => true,
@@ -78,30 +85,59 @@ pub struct EventMetadata {
 
 impl EventMetadata {
     /// Sets the correlation id.
+    ///
+    /// ```
+    /// let md = tidemill_eventsourcing::EventMetadata::default().correlation_id("req-1");
+    /// assert_eq!(md.correlation_id.as_deref(), Some("req-1"));
+    /// ```
     pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
         self.correlation_id = Some(id.into());
         self
     }
 
     /// Sets the causation id.
+    ///
+    /// ```
+    /// let md = tidemill_eventsourcing::EventMetadata::default().causation_id("cmd-9");
+    /// assert_eq!(md.causation_id.as_deref(), Some("cmd-9"));
+    /// ```
     pub fn causation_id(mut self, id: impl Into<String>) -> Self {
         self.causation_id = Some(id.into());
         self
     }
 
     /// Sets the trace context (`traceparent`).
+    ///
+    /// ```
+    /// let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    /// let md = tidemill_eventsourcing::EventMetadata::default().traceparent(tp);
+    /// assert_eq!(md.traceparent.as_deref(), Some(tp));
+    /// ```
     pub fn traceparent(mut self, value: impl Into<String>) -> Self {
         self.traceparent = Some(value.into());
         self
     }
 
     /// Adds a free-form entry.
+    ///
+    /// ```
+    /// let md = tidemill_eventsourcing::EventMetadata::default().with("tenant", "acme");
+    /// assert_eq!(md.extra["tenant"], "acme");
+    /// ```
     pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.extra.insert(key.into(), value.into());
         self
     }
 
     pub(crate) fn to_json(&self) -> String {
+        // Most events carry none: skip the serializer for them.
+        if self.correlation_id.is_none()
+            && self.causation_id.is_none()
+            && self.traceparent.is_none()
+            && self.extra.is_empty()
+        {
+            return "{}".to_owned();
+        }
         serde_json::to_string(self).expect("string maps always serialize")
     }
 
@@ -135,6 +171,12 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// An event with a new (time-ordered) id, schema version 1 and no metadata.
+    ///
+    /// ```
+    /// let e = tidemill_eventsourcing::NewEvent::new("Placed", r#"{"seats":2}"#);
+    /// assert_eq!((e.event_type.as_str(), e.schema_version), ("Placed", 1));
+    /// assert_eq!(&e.payload[..], br#"{"seats":2}"#);
+    /// ```
     pub fn new(event_type: impl Into<String>, payload: impl Into<Bytes>) -> Self {
         Self {
             id: Uuid::now_v7(),
@@ -146,18 +188,35 @@ impl NewEvent {
     }
 
     /// Sets the id (for appends that must be idempotent across retries).
+    ///
+    /// ```
+    /// let id = uuid::Uuid::new_v4();
+    /// let e = tidemill_eventsourcing::NewEvent::new("Placed", "{}").id(id);
+    /// assert_eq!(e.id, id);
+    /// ```
     pub fn id(mut self, id: Uuid) -> Self {
         self.id = id;
         self
     }
 
     /// Sets the schema version.
+    ///
+    /// ```
+    /// let e = tidemill_eventsourcing::NewEvent::new("Placed", "{}").schema_version(3);
+    /// assert_eq!(e.schema_version, 3);
+    /// ```
     pub fn schema_version(mut self, v: u32) -> Self {
         self.schema_version = v;
         self
     }
 
     /// Sets the metadata.
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{EventMetadata, NewEvent};
+    /// let e = NewEvent::new("Placed", "{}").metadata(EventMetadata::default().correlation_id("r-1"));
+    /// assert_eq!(e.metadata.correlation_id.as_deref(), Some("r-1"));
+    /// ```
     pub fn metadata(mut self, metadata: EventMetadata) -> Self {
         self.metadata = metadata;
         self
@@ -188,6 +247,14 @@ pub struct LogPosition {
 
 impl LogPosition {
     /// Before the first event.
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{EventStore, LogPosition, MemoryEventStore, StreamFilter};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// assert!(store.read_all(LogPosition::START, &StreamFilter::All, 10).await?.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub const START: Self = Self {
         commit: 0,
         position: 0,
@@ -195,6 +262,16 @@ impl LogPosition {
 }
 
 /// An event as stored.
+///
+/// ```
+/// use tidemill_eventsourcing::{EventStore, ExpectedVersion, MemoryEventStore, NewEvent, ReadStream};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+/// let store = MemoryEventStore::new();
+/// store.append("cart-1", ExpectedVersion::NoStream, vec![NewEvent::new("Added", "{}")]).await?;
+/// let e = &store.read_stream("cart-1", ReadStream::forward()).await?[0];
+/// assert_eq!((e.stream.as_str(), e.version, e.event_type.as_str()), ("cart-1", 1, "Added"));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecordedEvent {
     /// The event's id.
@@ -218,6 +295,16 @@ pub struct RecordedEvent {
 }
 
 /// What an append wrote (or, for a retried append, had written).
+///
+/// ```
+/// use tidemill_eventsourcing::{EventStore, ExpectedVersion, MemoryEventStore, NewEvent};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+/// let store = MemoryEventStore::new();
+/// let events = vec![NewEvent::new("A", "{}"), NewEvent::new("B", "{}")];
+/// let r = store.append("s-1", ExpectedVersion::NoStream, events).await?;
+/// assert_eq!((r.version, r.written), (2, true));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendResult {
     /// The stream's version after the append: the version of its last event.
@@ -229,6 +316,12 @@ pub struct AppendResult {
 }
 
 /// Which way a stream is read.
+///
+/// ```
+/// use tidemill_eventsourcing::{Direction, ReadStream};
+/// assert_eq!(ReadStream::backward().direction, Direction::Backward);
+/// assert_eq!(Direction::default(), Direction::Forward);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Direction {
     /// Oldest first.
@@ -268,6 +361,11 @@ impl Default for ReadStream {
 
 impl ReadStream {
     /// The whole stream, oldest first.
+    ///
+    /// ```
+    /// let read = tidemill_eventsourcing::ReadStream::forward();
+    /// assert_eq!((read.from, read.max_count), (None, usize::MAX));
+    /// ```
     pub fn forward() -> Self {
         Self {
             direction: Direction::Forward,
@@ -279,6 +377,11 @@ impl ReadStream {
     }
 
     /// The whole stream, newest first.
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{Direction, ReadStream};
+    /// assert_eq!(ReadStream::backward().direction, Direction::Backward);
+    /// ```
     pub fn backward() -> Self {
         Self {
             direction: Direction::Backward,
@@ -287,24 +390,61 @@ impl ReadStream {
     }
 
     /// Starts at `version`.
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{EventStore, ExpectedVersion, MemoryEventStore, NewEvent, ReadStream};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let events = vec![NewEvent::new("A", "{}"), NewEvent::new("B", "{}")];
+    /// store.append("s-1", ExpectedVersion::NoStream, events).await?;
+    /// let tail = store.read_stream("s-1", ReadStream::forward().from(2)).await?;
+    /// assert_eq!(tail[0].event_type, "B");
+    /// # Ok(()) }
+    /// ```
     pub fn from(mut self, version: u64) -> Self {
         self.from = Some(version);
         self
     }
 
     /// Returns at most `n` events.
+    ///
+    /// ```
+    /// assert_eq!(tidemill_eventsourcing::ReadStream::forward().max_count(10).max_count, 10);
+    /// ```
     pub fn max_count(mut self, n: usize) -> Self {
         self.max_count = n;
         self
     }
 
     /// The stream as it was at `time`: events recorded later are left out.
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use tidemill_eventsourcing::{EventStore, ExpectedVersion, MemoryEventStore, NewEvent, ReadStream};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// store.append("s-1", ExpectedVersion::NoStream, vec![NewEvent::new("A", "{}")]).await?;
+    /// let before = store.read_stream("s-1", ReadStream::forward().as_of_time(SystemTime::UNIX_EPOCH)).await?;
+    /// assert!(before.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn as_of_time(mut self, time: SystemTime) -> Self {
         self.as_of_time = Some(time);
         self
     }
 
     /// The stream as it was at `version`.
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{EventStore, ExpectedVersion, MemoryEventStore, NewEvent, ReadStream};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let events = vec![NewEvent::new("A", "{}"), NewEvent::new("B", "{}")];
+    /// store.append("s-1", ExpectedVersion::NoStream, events).await?;
+    /// let then = store.read_stream("s-1", ReadStream::forward().as_of_version(1)).await?;
+    /// assert_eq!(then.len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn as_of_version(mut self, version: u64) -> Self {
         self.as_of_version = Some(version);
         self
@@ -344,6 +484,18 @@ pub(crate) fn from_micros(us: i64) -> SystemTime {
 }
 
 /// A stream's state: its version and lifecycle.
+///
+/// ```
+/// use tidemill_eventsourcing::{EventStore, ExpectedVersion, MemoryEventStore, NewEvent};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+/// let store = MemoryEventStore::new();
+/// store.append("s-1", ExpectedVersion::NoStream, vec![NewEvent::new("A", "{}")]).await?;
+/// store.delete_stream("s-1", ExpectedVersion::Exact(1)).await?;
+/// let info = store.stream_info("s-1").await?;
+/// assert!(info.deleted && !info.tombstoned);
+/// assert_eq!(info.version, Some(1));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct StreamInfo {
     /// The last event's version (`None`: no events yet).

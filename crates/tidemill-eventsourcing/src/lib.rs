@@ -55,7 +55,7 @@
 //!
 //! | | PostgreSQL | MariaDB / MySQL | SQLite | memory |
 //! | --- | --- | --- | --- | --- |
-//! | append | one transaction: all events or none; with `NoStream`/`Exact` and no outbox, one autocommit statement (guarded stream-row upsert and the insert in a CTE) | one transaction | one transaction (`NoStream`/`Exact` without outbox: guard and insert, two statements) | one lock |
+//! | append | one transaction: all events or none; with `NoStream`/`Exact` and no outbox, one autocommit statement (guarded stream-row upsert and the insert in a CTE) | one transaction | one transaction; with `NoStream`/`Exact` and no outbox, one autocommit statement (the insert, guarded by the stream row's version; a trigger moves the row) | one lock |
 //! | concurrency | the stream's row is locked (upsert) until commit; a wrong expectation is `Conflict`, nothing written | same | one writer at a time | same |
 //! | idempotency | the same ids at the same place in the stream: success, `written: false`; ids used elsewhere: `DuplicateEventId` | same | same | same |
 //! | global order | `(tx_id, position)`: the appending transaction's id, then the position | position (a sequence row locked until commit) | position (one writer) | position |
@@ -75,8 +75,9 @@
 //! # Tables
 //!
 //! `<prefix>events`, `<prefix>streams`, `<prefix>snapshots`, `<prefix>checkpoints`,
-//! `<prefix>dead_letters` (and `<prefix>sequence` on MariaDB/MySQL); the statements are
-//! [`schema_sql`]'s output.
+//! `<prefix>dead_letters` (and `<prefix>sequence` on MariaDB/MySQL; on SQLite the trigger
+//! `<prefix>events_stream_version`, which keeps each stream's row at its last event's
+//! version); the statements are [`schema_sql`]'s output.
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 

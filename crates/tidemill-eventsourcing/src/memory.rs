@@ -58,11 +58,29 @@ struct Meta {
 
 impl MemoryEventStore {
     /// An empty store with default settings.
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{EventStore, MemoryEventStore};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// assert_eq!(store.stream_info("s-1").await?.version, None);
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Self {
         Self::with_config(StoreConfig::new())
     }
 
     /// An empty store with `config` (its clock and size limit; the prefix is unused).
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{Error, EventStore, ExpectedVersion, MemoryEventStore, NewEvent, StoreConfig};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+    /// let store = MemoryEventStore::with_config(StoreConfig::new().max_event_bytes(16));
+    /// let big = NewEvent::new("Big", vec![b'x'; 100]);
+    /// let err = store.append("s-1", ExpectedVersion::Any, vec![big]).await.unwrap_err();
+    /// assert!(matches!(err, Error::PayloadTooLarge { .. }));
+    /// # Ok(()) }
+    /// ```
     pub fn with_config(config: StoreConfig) -> Self {
         Self {
             config,

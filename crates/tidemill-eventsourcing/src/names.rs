@@ -3,6 +3,12 @@
 use crate::error::{Error, Result};
 
 /// The longest stream name accepted (bytes).
+///
+/// ```
+/// use tidemill_eventsourcing::{validate_stream, MAX_STREAM_LEN};
+/// assert!(validate_stream(&"a".repeat(MAX_STREAM_LEN)).is_ok());
+/// assert!(validate_stream(&"a".repeat(MAX_STREAM_LEN + 1)).is_err());
+/// ```
 pub const MAX_STREAM_LEN: usize = 200;
 
 /// Checks a stream name: 1 to [`MAX_STREAM_LEN`] bytes of ASCII letters, digits and
@@ -56,6 +62,13 @@ pub enum StreamFilter {
 
 impl StreamFilter {
     /// `*` (or empty) for all streams, `booking-*` or `booking` for a category.
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::StreamFilter;
+    /// assert_eq!(StreamFilter::parse("*").unwrap(), StreamFilter::All);
+    /// assert_eq!(StreamFilter::parse("booking-*").unwrap(), StreamFilter::Category("booking".into()));
+    /// assert!(StreamFilter::parse("a b").is_err());
+    /// ```
     pub fn parse(pattern: &str) -> Result<Self> {
         if pattern.is_empty() || pattern == "*" {
             return Ok(Self::All);
@@ -65,6 +78,12 @@ impl StreamFilter {
     }
 
     /// The streams of `category` (letters, digits, `_ . : / @`; no `-`).
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::StreamFilter;
+    /// assert!(StreamFilter::category("booking").unwrap().matches("booking-1"));
+    /// assert!(StreamFilter::category("book-ing").is_err());
+    /// ```
     pub fn category(category: &str) -> Result<Self> {
         validate_stream(category)?;
         if category.contains('-') {
@@ -77,6 +96,13 @@ impl StreamFilter {
     }
 
     /// Whether `stream` is covered.
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::StreamFilter;
+    /// let f = StreamFilter::category("user").unwrap();
+    /// assert!(f.matches("user-1"));
+    /// assert!(!f.matches("users-1") && !f.matches("user"));
+    /// ```
     pub fn matches(&self, stream: &str) -> bool {
         match self {
             Self::All => true,

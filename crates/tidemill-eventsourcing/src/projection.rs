@@ -16,6 +16,29 @@ use crate::store::EventStore;
 
 /// The transaction a projection writes its read model in: the store's own, so the checkpoint
 /// commits with the read model's rows.
+///
+/// ```
+/// use tidemill_eventsourcing::{Projection, ProjectionTx, RecordedEvent};
+///
+/// /// Counts events per stream in a table of the store's database.
+/// struct PerStream;
+///
+/// #[async_trait::async_trait]
+/// impl Projection for PerStream {
+///     fn name(&self) -> &str { "per_stream" }
+///     async fn apply(&self, tx: &mut ProjectionTx<'_>, e: &RecordedEvent) -> Result<(), tidemill::BoxError> {
+///         if let ProjectionTx::Sqlite(conn) = tx {
+///             sqlx::query("INSERT INTO per_stream (stream, n) VALUES (?, 1) \
+///                          ON CONFLICT (stream) DO UPDATE SET n = n + 1")
+///                 .bind(&e.stream)
+///                 .execute(&mut **conn)
+///                 .await?;
+///         }
+///         Ok(())
+///     }
+/// }
+/// # drop(PerStream);
+/// ```
 #[non_exhaustive]
 pub enum ProjectionTx<'a> {
     /// PostgreSQL.
@@ -52,13 +75,60 @@ pub enum ProjectionTx<'a> {
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
     /// The checkpoint's name (unique per projection).
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{Projection, ProjectionTx, RecordedEvent};
+    /// # struct Count;
+    /// # #[async_trait::async_trait]
+    /// # impl Projection for Count {
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> { Ok(()) }
+    /// # }
+    /// assert_eq!(Count.name(), "count");
+    /// ```
     fn name(&self) -> &str;
 
     /// Applies one event, writing through `tx`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{
+    ///     EventStore, ExpectedVersion, LogPosition, MemoryEventStore, NewEvent, Projection, ProjectionTx,
+    ///     RecordedEvent, StreamFilter,
+    /// };
+    /// # struct Count;
+    /// # #[async_trait::async_trait]
+    /// # impl Projection for Count {
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// store.append("s-1", ExpectedVersion::Any, vec![NewEvent::new("A", "{}")]).await?;
+    /// let batch = store.read_all(LogPosition::START, &StreamFilter::All, 10).await?;
+    /// // The store calls `apply` for each event, in the batch's transaction.
+    /// assert_eq!(store.apply_projection(&Count, &batch).await?.applied, 1);
+    /// # Ok(()) }
+    /// ```
     async fn apply(&self, tx: &mut ProjectionTx<'_>, event: &RecordedEvent)
         -> Result<(), BoxError>;
 
     /// Empties the read model before a rebuild (same transaction as the checkpoint reset).
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{EventStore, MemoryEventStore, Projection, ProjectionTx, RecordedEvent};
+    /// # struct Count;
+    /// # #[async_trait::async_trait]
+    /// # impl Projection for Count {
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// // The store calls `reset`, then deletes the checkpoint, in one transaction.
+    /// store.reset_projection(&Count).await?;
+    /// # Ok(()) }
+    /// ```
     async fn reset(&self, tx: &mut ProjectionTx<'_>) -> Result<(), BoxError> {
         let _ = tx;
         Ok(())
@@ -66,6 +136,27 @@ pub trait Projection: Send + Sync + 'static {
 }
 
 /// What [`EventStore::apply_projection`] did with a batch.
+///
+/// ```
+/// use tidemill_eventsourcing::{
+///     EventStore, ExpectedVersion, LogPosition, MemoryEventStore, NewEvent, Projection, ProjectionTx,
+///     RecordedEvent, StreamFilter,
+/// };
+/// # struct Count;
+/// # #[async_trait::async_trait]
+/// # impl Projection for Count {
+/// #     fn name(&self) -> &str { "count" }
+/// #     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> { Ok(()) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+/// let store = MemoryEventStore::new();
+/// store.append("s-1", ExpectedVersion::Any, vec![NewEvent::new("A", "{}")]).await?;
+/// let batch = store.read_all(LogPosition::START, &StreamFilter::All, 10).await?;
+/// let outcome = store.apply_projection(&Count, &batch).await?;
+/// assert_eq!(outcome.applied, 1);
+/// assert!(outcome.failed.is_none());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct BatchOutcome {
     /// How many events (from the front) were applied and checkpointed.
@@ -75,6 +166,13 @@ pub struct BatchOutcome {
 }
 
 /// What a projection does when an event fails (decode error, handler error).
+///
+/// ```
+/// use tidemill_eventsourcing::{OnError, ProjectionOptions};
+/// assert_eq!(OnError::default(), OnError::Stop);
+/// let options = ProjectionOptions::new().on_error(OnError::DeadLetter);
+/// # drop(options);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum OnError {
     /// This projection stops at the event (checkpoint before it) and reports the error; the
@@ -113,6 +211,11 @@ impl Default for ProjectionOptions {
 
 impl ProjectionOptions {
     /// All streams, batches of 500, polling every 100 ms in the live tail, stop on errors.
+    ///
+    /// ```
+    /// let options = tidemill_eventsourcing::ProjectionOptions::new();
+    /// # drop(options);
+    /// ```
     pub fn new() -> Self {
         Self {
             filter: StreamFilter::All,
@@ -124,30 +227,75 @@ impl ProjectionOptions {
     }
 
     /// Only these streams.
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{ProjectionOptions, StreamFilter};
+    /// let options = ProjectionOptions::new().filter(StreamFilter::category("booking").unwrap());
+    /// # drop(options);
+    /// ```
     pub fn filter(mut self, filter: StreamFilter) -> Self {
         self.filter = filter;
         self
     }
 
     /// Events per transaction.
+    ///
+    /// ```
+    /// let options = tidemill_eventsourcing::ProjectionOptions::new().batch_size(1000);
+    /// # drop(options);
+    /// ```
     pub fn batch_size(mut self, n: usize) -> Self {
         self.batch = n.max(1);
         self
     }
 
     /// How often the live tail looks for other processes' appends.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = tidemill_eventsourcing::ProjectionOptions::new().poll_interval(Duration::from_millis(20));
+    /// # drop(options);
+    /// ```
     pub fn poll_interval(mut self, d: Duration) -> Self {
         self.poll = d;
         self
     }
 
     /// What a failing event does.
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{OnError, ProjectionOptions};
+    /// let options = ProjectionOptions::new().on_error(OnError::Fail);
+    /// # drop(options);
+    /// ```
     pub fn on_error(mut self, on_error: OnError) -> Self {
         self.on_error = on_error;
         self
     }
 
     /// Whether to keep following the log after catching up (default) or end there.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{run_projection, Ended, MemoryEventStore, Projection, ProjectionOptions, ProjectionTx, RecordedEvent};
+    /// use tokio_util::sync::CancellationToken;
+    /// # struct Count;
+    /// # #[async_trait::async_trait]
+    /// # impl Projection for Count {
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// // Without the live tail, the projection ends once it caught up.
+    /// let ended = run_projection(
+    ///     Arc::new(MemoryEventStore::new()),
+    ///     Arc::new(Count),
+    ///     ProjectionOptions::new().live(false),
+    ///     CancellationToken::new(),
+    /// ).await;
+    /// assert!(matches!(ended, Ended::Stopped));
+    /// # }
+    /// ```
     pub fn live(mut self, live: bool) -> Self {
         self.live = live;
         self
@@ -155,6 +303,30 @@ impl ProjectionOptions {
 }
 
 /// Why a projection ended.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tidemill_eventsourcing::{
+///     run_projection, Ended, EventStore, ExpectedVersion, MemoryEventStore, NewEvent, Projection,
+///     ProjectionOptions, ProjectionTx, RecordedEvent,
+/// };
+/// use tokio_util::sync::CancellationToken;
+///
+/// struct Picky;
+/// #[async_trait::async_trait]
+/// impl Projection for Picky {
+///     fn name(&self) -> &str { "picky" }
+///     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> {
+///         Err("refused".into())
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+/// let store = Arc::new(MemoryEventStore::new());
+/// store.append("s-1", ExpectedVersion::Any, vec![NewEvent::new("A", "{}")]).await?;
+/// let ended = run_projection(store, Arc::new(Picky), ProjectionOptions::new().live(false), CancellationToken::new()).await;
+/// assert!(matches!(ended, Ended::Failed(tidemill_eventsourcing::Error::Projection { version: 1, .. })));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub enum Ended {
     /// Stopped on request (or, without live tail, caught up).
@@ -165,6 +337,39 @@ pub enum Ended {
 
 /// Runs `projection` until `stop` is cancelled (or it caught up, without live tail, or an
 /// event failed). Resumes after its checkpoint.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use tidemill_eventsourcing::{
+///     run_projection, EventStore, ExpectedVersion, MemoryEventStore, NewEvent, Projection,
+///     ProjectionOptions, ProjectionTx, RecordedEvent,
+/// };
+/// use tokio_util::sync::CancellationToken;
+///
+/// struct Count(AtomicU64);
+/// #[async_trait::async_trait]
+/// impl Projection for Count {
+///     fn name(&self) -> &str { "count" }
+///     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///         Ok(())
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+/// let store = Arc::new(MemoryEventStore::new());
+/// store.append("s-1", ExpectedVersion::Any, vec![NewEvent::new("A", "{}"), NewEvent::new("B", "{}")]).await?;
+/// let count = Arc::new(Count(AtomicU64::new(0)));
+/// let stop = CancellationToken::new();
+/// let task = tokio::spawn(run_projection(store.clone(), count.clone(), ProjectionOptions::new(), stop.clone()));
+/// while store.load_checkpoint("count").await?.is_none() {
+///     tokio::task::yield_now().await;
+/// }
+/// stop.cancel();
+/// task.await.unwrap();
+/// assert_eq!(count.0.load(Ordering::Relaxed), 2);
+/// # Ok(()) }
+/// ```
 pub async fn run_projection(
     store: Arc<dyn EventStore>,
     projection: Arc<dyn Projection>,
@@ -241,6 +446,23 @@ async fn run_inner(
 /// Each runs in its own task; [`stop`](Self::stop) lets each finish the batch it is in (whose
 /// transaction then commits with its checkpoint) and waits for all of them. A projection
 /// with [`OnError::Fail`] that fails stops the others too.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tidemill_eventsourcing::{MemoryEventStore, Projection, ProjectionGroup, ProjectionOptions, ProjectionTx, RecordedEvent};
+/// # struct Count;
+/// # #[async_trait::async_trait]
+/// # impl Projection for Count {
+/// #     fn name(&self) -> &str { "count" }
+/// #     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> { Ok(()) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut group = ProjectionGroup::new(Arc::new(MemoryEventStore::new()));
+/// group.spawn(Arc::new(Count), ProjectionOptions::new());
+/// let ended = group.stop().await;
+/// assert_eq!(ended[0].0, "count");
+/// # }
+/// ```
 pub struct ProjectionGroup {
     store: Arc<dyn EventStore>,
     stop: CancellationToken,
@@ -249,6 +471,13 @@ pub struct ProjectionGroup {
 
 impl ProjectionGroup {
     /// A group reading `store`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{MemoryEventStore, ProjectionGroup};
+    /// let group = ProjectionGroup::new(Arc::new(MemoryEventStore::new()));
+    /// # drop(group);
+    /// ```
     pub fn new(store: Arc<dyn EventStore>) -> Self {
         Self {
             store,
@@ -258,6 +487,23 @@ impl ProjectionGroup {
     }
 
     /// Starts `projection`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{Ended, MemoryEventStore, Projection, ProjectionGroup, ProjectionOptions, ProjectionTx, RecordedEvent};
+    /// # struct Count;
+    /// # #[async_trait::async_trait]
+    /// # impl Projection for Count {
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut group = ProjectionGroup::new(Arc::new(MemoryEventStore::new()));
+    /// group.spawn(Arc::new(Count), ProjectionOptions::new().live(false));
+    /// let ended = group.join().await;
+    /// assert!(matches!(ended[0].1, Ended::Stopped));
+    /// # }
+    /// ```
     pub fn spawn(&mut self, projection: Arc<dyn Projection>, options: ProjectionOptions) {
         let name = projection.name().to_owned();
         let store = self.store.clone();
@@ -275,11 +521,45 @@ impl ProjectionGroup {
     }
 
     /// A token that stops the group when cancelled (for a router's or process's shutdown).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{MemoryEventStore, Projection, ProjectionGroup, ProjectionOptions, ProjectionTx, RecordedEvent};
+    /// # struct Count;
+    /// # #[async_trait::async_trait]
+    /// # impl Projection for Count {
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut group = ProjectionGroup::new(Arc::new(MemoryEventStore::new()));
+    /// group.spawn(Arc::new(Count), ProjectionOptions::new());
+    /// group.stop_token().cancel(); // e.g. from a shutdown signal
+    /// assert_eq!(group.join().await.len(), 1);
+    /// # }
+    /// ```
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
     }
 
     /// Stops every projection and waits for them: `(name, how it ended)`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{Ended, MemoryEventStore, Projection, ProjectionGroup, ProjectionOptions, ProjectionTx, RecordedEvent};
+    /// # struct Count;
+    /// # #[async_trait::async_trait]
+    /// # impl Projection for Count {
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut group = ProjectionGroup::new(Arc::new(MemoryEventStore::new()));
+    /// group.spawn(Arc::new(Count), ProjectionOptions::new());
+    /// let ended = group.stop().await;
+    /// assert!(matches!(ended[0].1, Ended::Stopped));
+    /// # }
+    /// ```
     pub async fn stop(self) -> Vec<(String, Ended)> {
         self.stop.cancel();
         self.join().await
@@ -287,6 +567,22 @@ impl ProjectionGroup {
 
     /// Waits for every projection to end by itself (caught up without live tail, failed, or
     /// stopped through [`stop_token`](Self::stop_token)).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{MemoryEventStore, Projection, ProjectionGroup, ProjectionOptions, ProjectionTx, RecordedEvent};
+    /// # struct Count;
+    /// # #[async_trait::async_trait]
+    /// # impl Projection for Count {
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut group = ProjectionGroup::new(Arc::new(MemoryEventStore::new()));
+    /// group.spawn(Arc::new(Count), ProjectionOptions::new().live(false));
+    /// assert_eq!(group.join().await[0].0, "count");
+    /// # }
+    /// ```
     pub async fn join(self) -> Vec<(String, Ended)> {
         let mut out = Vec::new();
         for (name, task) in self.tasks {

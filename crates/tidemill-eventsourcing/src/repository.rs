@@ -12,6 +12,28 @@ use crate::store::EventStore;
 use crate::upcast::Upcasters;
 
 /// An aggregate as loaded.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # use tidemill_eventsourcing::Aggregate;
+/// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+/// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+/// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+/// # impl Aggregate for Counter {
+/// #     const CATEGORY: &'static str = "counter";
+/// #     type Event = Ev; type Command = i64; type Error = TooBig;
+/// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+/// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+/// # }
+/// use std::sync::Arc;
+/// use tidemill_eventsourcing::{MemoryEventStore, Repository};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let repo = Repository::<Counter>::new(Arc::new(MemoryEventStore::new()));
+/// repo.execute("c1", 3).await?;
+/// let loaded = repo.load("c1").await?;
+/// assert_eq!((loaded.state.value, loaded.version, loaded.snapshot, loaded.events_read), (3, Some(1), None, 1));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Loaded<A> {
     /// The state.
@@ -25,6 +47,26 @@ pub struct Loaded<A> {
 }
 
 /// Why a command did not go through.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # use tidemill_eventsourcing::Aggregate;
+/// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+/// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+/// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+/// # impl Aggregate for Counter {
+/// #     const CATEGORY: &'static str = "counter";
+/// #     type Event = Ev; type Command = i64; type Error = TooBig;
+/// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+/// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+/// # }
+/// use std::sync::Arc;
+/// use tidemill_eventsourcing::{ExecuteError, MemoryEventStore, Repository};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let repo = Repository::<Counter>::new(Arc::new(MemoryEventStore::new()));
+/// assert!(matches!(repo.execute("c1", 50).await, Err(ExecuteError::Rejected(TooBig))));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError<E: std::error::Error + 'static> {
     /// The aggregate rejected the command.
@@ -85,6 +127,24 @@ impl<A: Aggregate> Clone for Repository<A> {
 
 impl<A: Aggregate> Repository<A> {
     /// A repository over `store`: no snapshots, no upcasters, no retries.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{MemoryEventStore, Repository};
+    /// let repo = Repository::<Counter>::new(Arc::new(MemoryEventStore::new()));
+    /// # drop(repo);
+    /// ```
     pub fn new(store: Arc<dyn EventStore>) -> Self {
         Self {
             store,
@@ -96,12 +156,58 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// When to take snapshots.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{MemoryEventStore, Repository, SnapshotPolicy};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let repo = Repository::<Counter>::new(Arc::new(MemoryEventStore::new())).snapshots(SnapshotPolicy::EveryN(1));
+    /// repo.execute("c1", 1).await?;
+    /// assert_eq!(repo.load("c1").await?.snapshot, Some(1));
+    /// # Ok(()) }
+    /// ```
     pub fn snapshots(mut self, policy: SnapshotPolicy) -> Self {
         self.policy = policy;
         self
     }
 
     /// The upcasters for stored events of older schema versions.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{EventStore, ExpectedVersion, MemoryEventStore, NewEvent, Repository, Upcasters};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = Arc::new(MemoryEventStore::new());
+    /// // Schema 0 stored the amount as "n".
+    /// let old = NewEvent::new("Added", r#"{"n":4}"#).schema_version(0);
+    /// store.append("counter-c1", ExpectedVersion::NoStream, vec![old]).await?;
+    /// let up = Upcasters::new().register("Added", 0, |v| Ok(serde_json::json!({ "by": v["n"] })));
+    /// let repo = Repository::<Counter>::new(store).upcasters(up);
+    /// assert_eq!(repo.load("c1").await?.state.value, 4);
+    /// # Ok(()) }
+    /// ```
     pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
         self.upcasters = upcasters;
         self
@@ -109,17 +215,73 @@ impl<A: Aggregate> Repository<A> {
 
     /// On a [`Conflict`](Error::Conflict), reload and handle the command again up to `n`
     /// times.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{MemoryEventStore, Repository};
+    /// let repo = Repository::<Counter>::new(Arc::new(MemoryEventStore::new())).retry_on_conflict(3);
+    /// # drop(repo);
+    /// ```
     pub fn retry_on_conflict(mut self, n: u32) -> Self {
         self.retries = n;
         self
     }
 
     /// The stream of aggregate `id`: `<CATEGORY>-<id>`.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// assert_eq!(tidemill_eventsourcing::Repository::<Counter>::stream_of("42"), "counter-42");
+    /// ```
     pub fn stream_of(id: &str) -> String {
         format!("{}-{id}", A::CATEGORY)
     }
 
     /// Decodes a stored event of this aggregate (upcasting it).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{EventStore, MemoryEventStore, ReadStream, Repository};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = Arc::new(MemoryEventStore::new());
+    /// let repo = Repository::<Counter>::new(store.clone());
+    /// repo.execute("c1", 2).await?;
+    /// let record = &store.read_stream("counter-c1", ReadStream::forward()).await?[0];
+    /// assert!(matches!(repo.decode(record)?, Ev::Added { by: 2 }));
+    /// # Ok(()) }
+    /// ```
     pub fn decode(&self, record: &RecordedEvent) -> Result<A::Event> {
         decode_event(
             record,
@@ -129,6 +291,28 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// Loads aggregate `id`: its latest usable snapshot, then the events after it.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{MemoryEventStore, Repository};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let repo = Repository::<Counter>::new(Arc::new(MemoryEventStore::new()));
+    /// assert_eq!(repo.load("new").await?.version, None);
+    /// repo.execute("c1", 2).await?;
+    /// assert_eq!(repo.load("c1").await?.state.value, 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn load(&self, id: &str) -> Result<Loaded<A>> {
         let stream = Self::stream_of(id);
         let mut loaded = Loaded {
@@ -160,6 +344,29 @@ impl<A: Aggregate> Repository<A> {
 
     /// Aggregate `id` as it was at the end of `read` (e.g. `ReadStream::forward().as_of_time(t)`),
     /// from its events only.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{MemoryEventStore, ReadStream, Repository};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let repo = Repository::<Counter>::new(Arc::new(MemoryEventStore::new()));
+    /// repo.execute("c1", 2).await?;
+    /// repo.execute("c1", 3).await?;
+    /// let then = repo.load_as_of("c1", ReadStream::forward().as_of_version(1)).await?;
+    /// assert_eq!(then.state.value, 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn load_as_of(&self, id: &str, read: ReadStream) -> Result<Loaded<A>> {
         let mut loaded = Loaded {
             state: A::default(),
@@ -182,6 +389,27 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// Runs `command` on aggregate `id` and appends its events.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{MemoryEventStore, Repository};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let repo = Repository::<Counter>::new(Arc::new(MemoryEventStore::new()));
+    /// let r = repo.execute("c1", 2).await?;
+    /// assert_eq!(r.version, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn execute(
         &self,
         id: &str,
@@ -195,6 +423,29 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// Like [`execute`](Self::execute), stamping every event with `metadata`.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{EventMetadata, EventStore, MemoryEventStore, ReadStream, Repository};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = Arc::new(MemoryEventStore::new());
+    /// let repo = Repository::<Counter>::new(store.clone());
+    /// repo.execute_with("c1", 2, EventMetadata::default().correlation_id("req-1")).await?;
+    /// let e = &store.read_stream("counter-c1", ReadStream::forward()).await?[0];
+    /// assert_eq!(e.metadata.correlation_id.as_deref(), Some("req-1"));
+    /// # Ok(()) }
+    /// ```
     pub async fn execute_with(
         &self,
         id: &str,
@@ -262,6 +513,28 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// Takes a snapshot of aggregate `id` now (whatever the policy).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidemill_eventsourcing::Aggregate;
+    /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: i64 }
+    /// # #[derive(Debug, Serialize, Deserialize)] #[serde(tag = "type", content = "data")] enum Ev { Added { by: i64 } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("too big")] struct TooBig;
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev; type Command = i64; type Error = TooBig;
+    /// #     fn apply(&mut self, e: &Ev) { let Ev::Added { by } = e; self.value += by }
+    /// #     fn handle(&self, by: i64) -> Result<Vec<Ev>, TooBig> { if self.value + by >= 10 { Err(TooBig) } else { Ok(vec![Ev::Added { by }]) } }
+    /// # }
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{MemoryEventStore, Repository, SnapshotPolicy};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let repo = Repository::<Counter>::new(Arc::new(MemoryEventStore::new())).snapshots(SnapshotPolicy::EveryN(100));
+    /// repo.execute("c1", 2).await?;
+    /// assert_eq!(repo.take_snapshot("c1").await?, Some(1));
+    /// assert_eq!(repo.load("c1").await?.snapshot, Some(1));
+    /// # Ok(()) }
+    /// ```
     pub async fn take_snapshot(&self, id: &str) -> Result<Option<u64>> {
         let stream = Self::stream_of(id);
         let loaded = self.load(id).await?;

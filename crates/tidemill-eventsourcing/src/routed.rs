@@ -63,6 +63,13 @@ pub struct RoutedProjections {
 
 impl RoutedProjections {
     /// Projections reading `store`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{MemoryEventStore, RoutedProjections};
+    /// let projections = RoutedProjections::new(Arc::new(MemoryEventStore::new()));
+    /// # drop(projections);
+    /// ```
     pub fn new(store: Arc<dyn EventStore>) -> Self {
         Self {
             store,
@@ -71,6 +78,20 @@ impl RoutedProjections {
     }
 
     /// Adds a projection, started with the router.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{MemoryEventStore, Projection, ProjectionOptions, ProjectionTx, RecordedEvent, RoutedProjections};
+    /// # struct Count;
+    /// # #[async_trait::async_trait]
+    /// # impl Projection for Count {
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> { Ok(()) }
+    /// # }
+    /// let projections = RoutedProjections::new(Arc::new(MemoryEventStore::new()))
+    ///     .add(Arc::new(Count), ProjectionOptions::new().batch_size(100));
+    /// # drop(projections);
+    /// ```
     pub fn add(mut self, projection: Arc<dyn Projection>, options: ProjectionOptions) -> Self {
         self.projections.push((projection, options));
         self
@@ -78,6 +99,22 @@ impl RoutedProjections {
 
     /// Registers the group on `router` as a handler named `name` (names are unique within a
     /// router). Registered while the router runs, the projections start at once.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tidemill_eventsourcing::{MemoryEventStore, Projection, ProjectionOptions, ProjectionTx, RecordedEvent, RoutedProjections};
+    /// # struct Count;
+    /// # #[async_trait::async_trait]
+    /// # impl Projection for Count {
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     async fn apply(&self, _: &mut ProjectionTx<'_>, _: &RecordedEvent) -> Result<(), tidemill::BoxError> { Ok(()) }
+    /// # }
+    /// let router = tidemill::Router::new();
+    /// RoutedProjections::new(Arc::new(MemoryEventStore::new()))
+    ///     .add(Arc::new(Count), ProjectionOptions::new())
+    ///     .register(&router, "read-models")
+    ///     .unwrap();
+    /// ```
     pub fn register(self, router: &Router, name: impl Into<String>) -> Result<()> {
         let lifecycle = Lifecycle {
             store: self.store,

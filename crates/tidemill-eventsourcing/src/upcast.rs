@@ -41,11 +41,22 @@ impl std::fmt::Debug for Upcasters {
 
 impl Upcasters {
     /// No upcasters.
+    ///
+    /// ```
+    /// let up = tidemill_eventsourcing::Upcasters::new();
+    /// assert_eq!(up.upcast("Any", 1, 1, serde_json::json!(1)).unwrap(), serde_json::json!(1));
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds the step turning `event_type`'s schema `from` payloads into `from + 1` payloads.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// let up = tidemill_eventsourcing::Upcasters::new().register("Paid", 1, |v| Ok(json!({ "cents": v["amount"] })));
+    /// assert_eq!(up.upcast("Paid", 1, 2, json!({ "amount": 5 })).unwrap(), json!({ "cents": 5 }));
+    /// ```
     pub fn register(
         mut self,
         event_type: impl Into<String>,
@@ -58,6 +69,12 @@ impl Upcasters {
 
     /// Runs the steps from schema `from` to `to` (nothing when they are equal). A missing
     /// step or a schema newer than `to` is an error.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// let up = tidemill_eventsourcing::Upcasters::new();
+    /// assert!(up.upcast("Paid", 2, 1, json!({})).is_err()); // newer than the reader
+    /// ```
     pub fn upcast(
         &self,
         event_type: &str,

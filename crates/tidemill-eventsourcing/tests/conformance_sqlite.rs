@@ -1,19 +1,22 @@
 //! The event store conformance suite on SQLite (a file per check, WAL mode, several
-//! connections).
+//! connections), in temporary directories removed when the check ends.
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tidemill_eventsourcing::conformance::Harness;
 use tidemill_eventsourcing::{EventStore, SqlEventStore, StoreConfig};
 
-struct Sqlite;
+/// Holds the checks' directories until the check ends.
+#[derive(Default)]
+struct Sqlite(Mutex<Vec<tempfile::TempDir>>);
 
 #[async_trait::async_trait]
 impl Harness for Sqlite {
     async fn store(&self, config: StoreConfig) -> Arc<dyn EventStore> {
-        // The directory must outlive the store: leak it (removed with the test's tmp).
-        let dir = tempfile::tempdir().unwrap().keep();
-        let url = format!("sqlite://{}", dir.join("events.db").display());
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("events.db").display());
+        self.0.lock().push(dir);
         Arc::new(SqlEventStore::connect(&url, config).await.unwrap())
     }
     fn exactly_once_projections(&self) -> bool {
@@ -21,4 +24,4 @@ impl Harness for Sqlite {
     }
 }
 
-tidemill_eventsourcing::event_store_conformance!(Sqlite);
+tidemill_eventsourcing::event_store_conformance!(Sqlite::default());

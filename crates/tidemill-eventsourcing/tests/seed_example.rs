@@ -2,6 +2,8 @@
 //! 13:00, #2 renamed at 15:00. At the end there is one user, at 10:00 there were two, and
 //! the audit log lists the four events in order. On SQLite and PostgreSQL.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,9 +45,8 @@ fn users(events: &[RecordedEvent], until: SystemTime) -> BTreeMap<u32, String> {
     users
 }
 
-async fn worked_example(url: &str) {
+async fn worked_example(url: &str, prefix: String) {
     let clock = ManualClock::at(at(8));
-    let prefix = format!("seed{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let config = StoreConfig::new()
         .table_prefix(prefix)
         .unwrap()
@@ -145,16 +146,13 @@ async fn worked_example(url: &str) {
 #[tokio::test]
 async fn seed_worked_example_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    worked_example(&format!(
-        "sqlite://{}",
-        dir.path().join("users.db").display()
-    ))
-    .await;
+    let url = format!("sqlite://{}", dir.path().join("users.db").display());
+    worked_example(&url, common::unique_prefix("seed")).await;
 }
 
 #[tokio::test]
 async fn seed_worked_example_postgres() {
-    let url = std::env::var("TIDEMILL_SQL_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    worked_example(&url).await;
+    let url = common::pg_url();
+    let tables = common::DropTables::new(url.clone());
+    worked_example(&url, tables.prefix(common::unique_prefix("seed"))).await;
 }

@@ -75,11 +75,37 @@ pub(crate) fn unique_violation(e: &sqlx::Error) -> bool {
     }
 }
 
+/// The rowid of the last row an `INSERT` wrote, where the driver reports it with the
+/// statement's result (SQLite: the events' `INTEGER PRIMARY KEY`, their position).
+pub(crate) trait InsertedRowid {
+    fn inserted_rowid(&self) -> Option<i64>;
+}
+
+#[cfg(feature = "sqlite")]
+impl InsertedRowid for sqlx::sqlite::SqliteQueryResult {
+    fn inserted_rowid(&self) -> Option<i64> {
+        Some(self.last_insert_rowid())
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl InsertedRowid for sqlx::postgres::PgQueryResult {
+    fn inserted_rowid(&self) -> Option<i64> {
+        None
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl InsertedRowid for sqlx::mysql::MySqlQueryResult {
+    fn inserted_rowid(&self) -> Option<i64> {
+        None
+    }
+}
+
 macro_rules! sql_backend {
     ($modname:ident, $db:ty, $txvariant:path) => {
         pub(crate) mod $modname {
             use sqlx::QueryBuilder;
-            use tidemill_sql::Backend;
 
             use crate::error::{Error, Result};
             use crate::event::{
@@ -90,7 +116,7 @@ macro_rules! sql_backend {
             use crate::names::StreamFilter;
             use crate::projection::{BatchOutcome, Projection};
             use crate::snapshot::SnapshotRecord;
-            use crate::sql::imp::{decode_row, EventRow, EVENT_COLUMNS};
+            use crate::sql::imp::{decode_row, EventRow, InsertedRowid, EVENT_COLUMNS};
             use crate::sql::schema::Names;
             use crate::sql::OutboxTarget;
             use crate::store::{idempotent_outcome, Existing, StoreConfig};
@@ -102,42 +128,19 @@ macro_rules! sql_backend {
                 move |e| Error::db(op, e)
             }
 
-            /// The commit-order key of a row: PostgreSQL's transaction id, 0 elsewhere.
-            fn commit_col(n: &Names) -> &'static str {
-                match n.backend {
-                    Backend::Postgres => "tx_id",
-                    Backend::MySql => "CAST(0 AS SIGNED)",
-                    Backend::Sqlite => "0",
-                }
-            }
-
-            /// A text column as the driver decodes it: binary collations (MySQL, chosen for
-            /// case-sensitive names) are reported as bytes, so cast them back to text.
-            fn text(n: &Names, col: &str) -> String {
-                if n.backend == Backend::MySql {
-                    format!("CAST({col} AS CHAR)")
-                } else {
-                    col.to_owned()
-                }
-            }
-
             fn event_cols(n: &Names) -> String {
-                if n.backend == Backend::MySql {
-                    EVENT_COLUMNS
-                        .split(", ")
-                        .map(|c| match c {
-                            "stream" | "event_id" | "event_type" | "metadata" => text(n, c),
-                            other => other.to_owned(),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                } else {
-                    EVENT_COLUMNS.to_owned()
-                }
+                EVENT_COLUMNS
+                    .split(", ")
+                    .map(|c| match c {
+                        "stream" | "event_id" | "event_type" | "metadata" => n.text(c),
+                        other => other.to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
 
             fn cols(n: &Names) -> String {
-                format!("{}, {}", commit_col(n), event_cols(n))
+                format!("{}, {}", n.commit_col(), event_cols(n))
             }
 
             pub(crate) async fn create_schema(pool: &Pool, n: &Names) -> Result<()> {
@@ -159,39 +162,28 @@ macro_rules! sql_backend {
             /// its write lock at once (no deadlocking upgrade from a read).
             async fn lock_stream(tx: &mut Tx, n: &Names, stream: &str) -> sqlx::Result<(i64, i64, i64)> {
                 let s = &n.streams;
-                match n.backend {
-                    Backend::MySql => {
-                        sqlx::query(&format!(
-                            "INSERT INTO {s} (stream) VALUES (?) ON DUPLICATE KEY UPDATE stream = stream"
-                        ))
-                        .bind(stream)
-                        .execute(&mut **tx)
-                        .await?;
-                        sqlx::query_as(&format!(
-                            "SELECT version, visible_from, state FROM {s} WHERE stream = ? FOR UPDATE"
-                        ))
+                let upsert = format!("INSERT INTO {s} (stream) VALUES (?){}", n.upsert("stream", &["stream"]));
+                let cols = "version, visible_from, state";
+                if n.insert_returning() {
+                    sqlx::query_as(&n.sql(&format!("{upsert} RETURNING {cols}")))
                         .bind(stream)
                         .fetch_one(&mut **tx)
                         .await
-                    }
-                    _ => {
-                        sqlx::query_as(&n.sql(&format!(
-                            "INSERT INTO {s} (stream) VALUES (?) ON CONFLICT (stream) DO UPDATE \
-                             SET stream = excluded.stream RETURNING version, visible_from, state"
-                        )))
+                } else {
+                    sqlx::query(&n.sql(&upsert)).bind(stream).execute(&mut **tx).await?;
+                    sqlx::query_as(&n.sql(&format!("SELECT {cols} FROM {s} WHERE stream = ? FOR UPDATE")))
                         .bind(stream)
                         .fetch_one(&mut **tx)
                         .await
-                    }
                 }
             }
 
             async fn find_ids(tx: &mut Tx, n: &Names, events: &[NewEvent]) -> sqlx::Result<Vec<Existing>> {
                 let mut qb = QueryBuilder::<$db>::new(format!(
                     "SELECT {}, {}, version, {}, position FROM {} WHERE event_id IN (",
-                    text(n, "event_id"),
-                    text(n, "stream"),
-                    commit_col(n),
+                    n.text("event_id"),
+                    n.text("stream"),
+                    n.commit_col(),
                     n.events
                 ));
                 let mut sep = qb.separated(", ");
@@ -212,6 +204,43 @@ macro_rules! sql_backend {
                         ))
                     })
                     .collect())
+            }
+
+            /// The written columns of an event row (`position` first when the store allocates
+            /// it).
+            fn insert_cols(with_position: bool) -> &'static str {
+                if with_position { EVENT_COLUMNS } else { &EVENT_COLUMNS["position, ".len()..] }
+            }
+
+            /// `VALUES (...), ...` of `events` appended after version `base`, numbered from
+            /// `first_position` when the store allocates positions.
+            fn push_rows<'a>(
+                qb: &mut QueryBuilder<'a, $db>,
+                stream: &'a str,
+                base: i64,
+                events: &'a [NewEvent],
+                now: i64,
+                first_position: Option<i64>,
+            ) {
+                qb.push_values(events.iter().enumerate(), |mut b, (i, ev)| {
+                    if let Some(p) = first_position {
+                        b.push_bind(p + i as i64);
+                    }
+                    b.push_bind(stream)
+                        .push_bind(base + 1 + i as i64)
+                        .push_bind(ev.id.to_string())
+                        .push_bind(ev.event_type.as_str())
+                        .push_bind(ev.schema_version as i64)
+                        .push_bind(ev.payload.as_ref())
+                        .push_bind(ev.metadata.to_json())
+                        .push_bind(now);
+                });
+            }
+
+            /// The rows' `(commit, position)` to the global log's last one.
+            fn last_position(rows: Vec<(i64, i64)>) -> LogPosition {
+                let (commit, position) = rows.into_iter().max_by_key(|r| r.1).unwrap_or_default();
+                LogPosition { commit, position }
             }
 
             enum Attempt {
@@ -264,67 +293,49 @@ macro_rules! sql_backend {
                 }
                 let now = to_micros((config.clock)());
                 let count = events.len() as i64;
-                let e = &n.events;
-                let last: LogPosition = if n.backend == Backend::MySql {
+                let first_position = if n.positions_from_sequence() {
                     let sq = &n.seq;
                     let (next,): (i64,) = sqlx::query_as(&format!(
                         "SELECT next_position FROM {sq} WHERE id = 1 FOR UPDATE"
                     ))
                     .fetch_one(&mut *tx)
                     .await?;
-                    sqlx::query(&format!("UPDATE {sq} SET next_position = ? WHERE id = 1"))
+                    sqlx::query(&n.sql(&format!("UPDATE {sq} SET next_position = ? WHERE id = 1")))
                         .bind(next + count)
                         .execute(&mut *tx)
                         .await?;
-                    let mut qb = QueryBuilder::<$db>::new(format!(
-                        "INSERT INTO {e} (position, stream, version, event_id, event_type, schema_version, payload, metadata, recorded_at) "
-                    ));
-                    qb.push_values(events.iter().enumerate(), |mut b, (i, ev)| {
-                        b.push_bind(next + 1 + i as i64)
-                            .push_bind(stream)
-                            .push_bind(version + 1 + i as i64)
-                            .push_bind(ev.id.to_string())
-                            .push_bind(ev.event_type.as_str())
-                            .push_bind(ev.schema_version as i64)
-                            .push_bind(ev.payload.as_ref())
-                            .push_bind(ev.metadata.to_json())
-                            .push_bind(now);
-                    });
-                    qb.build().execute(&mut *tx).await?;
-                    LogPosition { commit: 0, position: next + count }
+                    Some(next + 1)
                 } else {
-                    let mut qb = QueryBuilder::<$db>::new(format!(
-                        "INSERT INTO {e} (stream, version, event_id, event_type, schema_version, payload, metadata, recorded_at) "
-                    ));
-                    qb.push_values(events.iter().enumerate(), |mut b, (i, ev)| {
-                        b.push_bind(stream)
-                            .push_bind(version + 1 + i as i64)
-                            .push_bind(ev.id.to_string())
-                            .push_bind(ev.event_type.as_str())
-                            .push_bind(ev.schema_version as i64)
-                            .push_bind(ev.payload.as_ref())
-                            .push_bind(ev.metadata.to_json())
-                            .push_bind(now);
-                    });
-                    qb.push(if n.backend == Backend::Postgres {
-                        " RETURNING tx_id, position"
-                    } else {
-                        " RETURNING 0, position"
-                    });
-                    let rows: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-                    let (commit, position) = rows.into_iter().max_by_key(|r| r.1).unwrap_or_default();
-                    LogPosition { commit, position }
+                    None
+                };
+                let mut qb = QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO {} ({}) ",
+                    n.events,
+                    insert_cols(first_position.is_some())
+                ));
+                push_rows(&mut qb, stream, version, events, now, first_position);
+                let last = match first_position {
+                    Some(first) => {
+                        qb.build().execute(&mut *tx).await?;
+                        LogPosition { commit: 0, position: first + count - 1 }
+                    }
+                    None => {
+                        qb.push(format!(" RETURNING {}, position", n.commit_col()));
+                        last_position(qb.build_query_as().fetch_all(&mut *tx).await?)
+                    }
                 };
                 let new_version = version + count;
-                sqlx::query(&n.sql(&format!(
-                    "UPDATE {} SET version = ?, state = ? WHERE stream = ?",
-                    n.streams
-                )))
-                .bind(new_version)
-                .bind(STATE_LIVE)
-                .bind(stream)
-                .execute(&mut *tx)
-                .await?;
+                if !n.stream_row_by_trigger() {
+                    sqlx::query(&n.sql(&format!(
+                        "UPDATE {} SET version = ?, state = ? WHERE stream = ?",
+                        n.streams
+                    )))
+                    .bind(new_version)
+                    .bind(STATE_LIVE)
+                    .bind(stream)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 if let Some(target) = outbox {
                     let messages = target.messages(stream, version as u64, events);
                     let topic = (target.topic)(stream);
@@ -340,25 +351,6 @@ macro_rules! sql_backend {
                 }))
             }
 
-            fn push_rows<'a>(
-                qb: &mut QueryBuilder<'a, $db>,
-                stream: &'a str,
-                base: i64,
-                events: &'a [NewEvent],
-                now: i64,
-            ) {
-                qb.push_values(events.iter().enumerate(), |mut b, (i, ev)| {
-                    b.push_bind(stream)
-                        .push_bind(base + 1 + i as i64)
-                        .push_bind(ev.id.to_string())
-                        .push_bind(ev.event_type.as_str())
-                        .push_bind(ev.schema_version as i64)
-                        .push_bind(ev.payload.as_ref())
-                        .push_bind(ev.metadata.to_json())
-                        .push_bind(now);
-                });
-            }
-
             /// The statement that checks the expectation and moves the stream row to its new
             /// version, returning a row only if the expectation held. A new stream may be
             /// created only under `NoStream` (base 0); otherwise the row must exist at the
@@ -369,8 +361,8 @@ macro_rules! sql_backend {
                     qb.push(format!("INSERT INTO {s} (stream, version, state) VALUES ("));
                     qb.push_bind(stream).push(", ").push_bind(count).push(", ").push_bind(STATE_LIVE);
                     qb.push(format!(
-                        ") ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
-                         state = excluded.state WHERE {s}.version = 0 AND {s}.state <> "
+                        "){} WHERE {s}.version = 0 AND {s}.state <> ",
+                        n.upsert("stream", &["version", "state"])
                     ));
                     qb.push_bind(STATE_TOMBSTONED);
                 } else {
@@ -383,13 +375,14 @@ macro_rules! sql_backend {
                 qb.push(" RETURNING version");
             }
 
-            /// The common append in fewer round trips: the expectation is an exact version
-            /// (or no stream), nothing else must commit with it (no outbox, no MariaDB
-            /// sequence row). One guarded upsert of the stream row both checks the
-            /// expectation and takes the row's lock, replacing the lock-then-update pair; on
-            /// PostgreSQL it and the insert are one autocommit statement. `None`: the guard
-            /// did not pass (conflict, tombstone, a retry of a stored append) or an id is
-            /// taken, and the full path decides what to report.
+            /// The common append as one autocommit statement: the expectation is an exact
+            /// version (or no stream) and nothing else must commit with it (no outbox, no
+            /// sequence row). Where the stream row follows the events by trigger (SQLite),
+            /// the insert itself is guarded by the row's version, read under the statement's
+            /// write lock; elsewhere (PostgreSQL) a guarded upsert of the row, which also
+            /// locks it, feeds the insert in a CTE. `None`: the guard did not pass (conflict,
+            /// tombstone, a retry of a stored append) or an id is taken, and the full path
+            /// decides what to report.
             async fn append_fast(
                 pool: &Pool,
                 n: &Names,
@@ -400,15 +393,40 @@ macro_rules! sql_backend {
             ) -> sqlx::Result<Option<AppendResult>> {
                 let count = events.len() as i64;
                 let now = to_micros((config.clock)());
-                let cols = "stream, version, event_id, event_type, schema_version, payload, metadata, recorded_at";
-                let rows: Vec<(i64, i64)> = if n.backend == Backend::Postgres {
-                    // One statement, so no transaction is needed: the upsert's guard, then
-                    // the rows only if it passed.
+                let cols = insert_cols(false);
+                let position = if n.stream_row_by_trigger() {
+                    let mut qb = QueryBuilder::<$db>::new(format!(
+                        "INSERT INTO {} ({cols}) SELECT * FROM (",
+                        n.events
+                    ));
+                    push_rows(&mut qb, stream, base, events, now, None);
+                    // A tombstoned stream reads as version -1: no expectation matches it.
+                    qb.push(") WHERE COALESCE((SELECT CASE WHEN state = ");
+                    qb.push_bind(STATE_TOMBSTONED);
+                    qb.push(format!(" THEN -1 ELSE version END FROM {} WHERE stream = ", n.streams));
+                    qb.push_bind(stream).push("), 0) = ").push_bind(base);
+                    // No rows sent back: the count says whether the guard passed, and the
+                    // last rowid is the last event's position (the trigger's own inserts do
+                    // not change it once it returns).
+                    let done = match qb.build().execute(pool).await {
+                        Err(e) if crate::sql::imp::unique_violation(&e) => return Ok(None),
+                        r => r?,
+                    };
+                    match (done.rows_affected() == count as u64, done.inserted_rowid()) {
+                        (true, Some(position)) => LogPosition { commit: 0, position },
+                        _ => return Ok(None),
+                    }
+                } else {
                     let mut qb = QueryBuilder::<$db>::new("WITH s AS (");
                     push_guard(&mut qb, n, stream, base, count);
                     qb.push(format!(") INSERT INTO {} ({cols}) SELECT v.* FROM (", n.events));
-                    push_rows(&mut qb, stream, base, events, now);
-                    qb.push(format!(") AS v ({cols}) WHERE EXISTS (SELECT 1 FROM s) RETURNING tx_id, position"));
+                    push_rows(&mut qb, stream, base, events, now, None);
+                    // Every row comes back: wrapping the insert in a second CTE to return
+                    // only the last one measured slower.
+                    qb.push(format!(
+                        ") AS v ({cols}) WHERE EXISTS (SELECT 1 FROM s) RETURNING {}, position",
+                        n.commit_col()
+                    ));
                     let rows: Vec<(i64, i64)> = match qb.build_query_as().fetch_all(pool).await {
                         Err(e) if crate::sql::imp::unique_violation(&e) => return Ok(None),
                         r => r?,
@@ -416,30 +434,11 @@ macro_rules! sql_backend {
                     if rows.is_empty() {
                         return Ok(None);
                     }
-                    rows
-                } else {
-                    let mut tx: Tx = pool.begin().await?;
-                    let mut guard = QueryBuilder::<$db>::new("");
-                    push_guard(&mut guard, n, stream, base, count);
-                    let passed: Option<(i64,)> =
-                        guard.build_query_as().fetch_optional(&mut *tx).await?;
-                    if passed.is_none() {
-                        return Ok(None);
-                    }
-                    let mut qb = QueryBuilder::<$db>::new(format!("INSERT INTO {} ({cols}) ", n.events));
-                    push_rows(&mut qb, stream, base, events, now);
-                    qb.push(" RETURNING 0, position");
-                    let rows = match qb.build_query_as().fetch_all(&mut *tx).await {
-                        Err(e) if crate::sql::imp::unique_violation(&e) => return Ok(None),
-                        r => r?,
-                    };
-                    tx.commit().await?;
-                    rows
+                    last_position(rows)
                 };
-                let (commit, position) = rows.into_iter().max_by_key(|r| r.1).unwrap_or_default();
                 Ok(Some(AppendResult {
                     version: (base + count) as u64,
-                    position: LogPosition { commit, position },
+                    position,
                     written: true,
                 }))
             }
@@ -459,7 +458,7 @@ macro_rules! sql_backend {
                     _ => None,
                 };
                 if let (Some(base), None, false, false) =
-                    (base, outbox, events.is_empty(), n.backend == Backend::MySql)
+                    (base, outbox, events.is_empty(), n.positions_from_sequence())
                 {
                     match append_fast(pool, n, config, stream, base, events).await {
                         Ok(Some(done)) => return Ok(done),
@@ -563,21 +562,12 @@ macro_rules! sql_backend {
             ) -> Result<Vec<RecordedEvent>> {
                 let like = filter.like();
                 let cat = if like.is_some() { " AND stream LIKE ? ESCAPE '!'" } else { "" };
-                let sql = if n.backend == Backend::Postgres {
-                    format!(
-                        "SELECT {} FROM {} WHERE (tx_id, position) > (?, ?) \
-                         AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint{cat} \
-                         ORDER BY tx_id, position LIMIT ?",
-                        cols(n),
-                        n.events
-                    )
-                } else {
-                    format!(
-                        "SELECT {} FROM {} WHERE ? >= 0 AND position > ?{cat} ORDER BY position LIMIT ?",
-                        cols(n),
-                        n.events
-                    )
-                };
+                let (after_clause, order) = n.log_order();
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE {after_clause}{cat} ORDER BY {order} LIMIT ?",
+                    cols(n),
+                    n.events
+                );
                 let sql = n.sql(&sql);
                 let mut q = sqlx::query_as::<_, EventRow>(&sql).bind(after.commit).bind(after.position);
                 if let Some(like) = like {
@@ -736,18 +726,11 @@ macro_rules! sql_backend {
             }
 
             async fn save_checkpoint(tx: &mut Tx, n: &Names, name: &str, at: LogPosition) -> sqlx::Result<()> {
-                let c = &n.checkpoints;
-                let sql = if n.backend == Backend::MySql {
-                    format!(
-                        "INSERT INTO {c} (projection, commit_key, position) VALUES (?, ?, ?) \
-                         ON DUPLICATE KEY UPDATE commit_key = VALUES(commit_key), position = VALUES(position)"
-                    )
-                } else {
-                    n.sql(&format!(
-                        "INSERT INTO {c} (projection, commit_key, position) VALUES (?, ?, ?) \
-                         ON CONFLICT (projection) DO UPDATE SET commit_key = excluded.commit_key, position = excluded.position"
-                    ))
-                };
+                let sql = n.sql(&format!(
+                    "INSERT INTO {} (projection, commit_key, position) VALUES (?, ?, ?){}",
+                    n.checkpoints,
+                    n.upsert("projection", &["commit_key", "position"])
+                ));
                 sqlx::query(&sql).bind(name).bind(at.commit).bind(at.position).execute(&mut **tx).await?;
                 Ok(())
             }
@@ -835,7 +818,7 @@ macro_rules! sql_backend {
                     sqlx::query_as(&n.sql(&format!(
                         "SELECT commit_key, {}, {} FROM {} WHERE projection = ? ORDER BY id",
                         event_cols(n),
-                        text(n, "error"),
+                        n.text("error"),
                         n.dead
                     )))
                     .bind(projection)

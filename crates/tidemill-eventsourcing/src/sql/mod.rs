@@ -23,18 +23,74 @@ use schema::Names;
 
 /// Metadata keys of the messages appended events become on the bus (besides the CQRS
 /// `name` key, which holds the event type).
+///
+/// ```
+/// use futures::StreamExt;
+/// use tidemill::Subscriber;
+/// use tidemill_eventsourcing::{keys, EventMetadata, EventStore, ExpectedVersion, NewEvent, SqlEventStore, StoreConfig};
+/// use tidemill_sql::{SqlConfig, SqlPubSub};
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let url = format!("sqlite://{}", dir.path().join("app.db").display());
+/// let pubsub = SqlPubSub::connect(SqlConfig::from_url(url)?.group("billing")).await?;
+/// pubsub.initialize().await?;
+/// let store = SqlEventStore::new(pubsub.pool().clone(), StoreConfig::new())
+///     .await?
+///     .publish_to(pubsub.outbox(), |_stream| "orders".to_owned());
+/// let subscriber = pubsub.subscriber()?;
+/// let mut orders = subscriber.subscribe("orders").await?;
+///
+/// let placed = NewEvent::new("Placed", "{}").metadata(EventMetadata::default().correlation_id("req-1"));
+/// store.append("order-1", ExpectedVersion::NoStream, vec![placed]).await?;
+///
+/// let delivery = orders.next().await.expect("a message")?;
+/// let md = delivery.message().metadata();
+/// assert_eq!(md.get("name"), Some("Placed"));
+/// assert_eq!(md.get(keys::STREAM), Some("order-1"));
+/// assert_eq!(md.get(keys::VERSION), Some("1"));
+/// assert_eq!(md.get(keys::SCHEMA_VERSION), Some("1"));
+/// assert_eq!(md.get(keys::CORRELATION_ID), Some("req-1"));
+/// delivery.ack();
+/// subscriber.close().await?;
+/// # Ok(()) }
+/// ```
 pub mod keys {
     /// The event's stream.
+    ///
+    /// ```
+    /// assert_eq!(tidemill_eventsourcing::keys::STREAM, "es_stream");
+    /// ```
     pub const STREAM: &str = "es_stream";
     /// Its version in the stream.
+    ///
+    /// ```
+    /// assert_eq!(tidemill_eventsourcing::keys::VERSION, "es_version");
+    /// ```
     pub const VERSION: &str = "es_version";
     /// Its schema version.
+    ///
+    /// ```
+    /// assert_eq!(tidemill_eventsourcing::keys::SCHEMA_VERSION, "es_schema_version");
+    /// ```
     pub const SCHEMA_VERSION: &str = "es_schema_version";
     /// Its correlation id.
+    ///
+    /// ```
+    /// // The core's key, which its correlation middleware and the CQRS context read.
+    /// assert_eq!(tidemill_eventsourcing::keys::CORRELATION_ID, tidemill::middleware::CORRELATION_ID_KEY);
+    /// ```
     pub const CORRELATION_ID: &str = "correlation_id";
     /// Its causation id.
+    ///
+    /// ```
+    /// assert_eq!(tidemill_eventsourcing::keys::CAUSATION_ID, "causation_id");
+    /// ```
     pub const CAUSATION_ID: &str = "causation_id";
     /// Its trace context.
+    ///
+    /// ```
+    /// assert_eq!(tidemill_eventsourcing::keys::TRACEPARENT, "traceparent");
+    /// ```
     pub const TRACEPARENT: &str = "traceparent";
 }
 
@@ -131,6 +187,16 @@ macro_rules! dispatch {
 impl SqlEventStore {
     /// Connects to `url` (`postgres://`, `mysql://`/`mariadb://`, `sqlite://path`,
     /// `sqlite::memory:`) and creates the tables unless told not to.
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{SqlEventStore, StoreConfig};
+    /// use tidemill_sql::Backend;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+    /// let store = SqlEventStore::connect("sqlite::memory:", StoreConfig::new()).await?;
+    /// assert_eq!(store.backend(), Backend::Sqlite);
+    /// assert!(SqlEventStore::connect("nosuchdb://x", StoreConfig::new()).await.is_err());
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(url: &str, config: StoreConfig) -> Result<Self> {
         let sql = SqlConfig::from_url(url).map_err(|e| Error::Config(e.to_string()))?;
         let pool = SqlPool::connect(&sql)
@@ -141,6 +207,16 @@ impl SqlEventStore {
 
     /// A store on a pool the application already has (the same pool as its read models, so
     /// projections write them in the checkpoint's transaction).
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{SqlEventStore, StoreConfig};
+    /// use tidemill_sql::{SqlConfig, SqlPool};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = SqlPool::connect(&SqlConfig::from_url("sqlite::memory:")?).await?;
+    /// let store = SqlEventStore::new(pool.clone(), StoreConfig::new().table_prefix("billing_")?).await?;
+    /// # drop(store);
+    /// # Ok(()) }
+    /// ```
     pub async fn new(pool: SqlPool, config: StoreConfig) -> Result<Self> {
         let names = Names::new(pool.backend(), &config.prefix)?;
         let store = Self {
@@ -162,6 +238,23 @@ impl SqlEventStore {
     ///
     /// The message's id is the event id, its payload the event's, `name` the event type,
     /// plus [`keys`] and the event's free-form metadata.
+    ///
+    /// ```
+    /// use tidemill::components::forwarder::ForwarderConfig;
+    /// use tidemill_eventsourcing::{SqlEventStore, StoreConfig};
+    /// use tidemill_sql::{SqlConfig, SqlPubSub};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pubsub = SqlPubSub::connect(SqlConfig::from_url("sqlite::memory:")?).await?;
+    /// pubsub.initialize().await?;
+    /// // Envelopes for the core's forwarder, which moves them to another broker: each stream's
+    /// // events to a topic of its category.
+    /// let outbox = pubsub.outbox().forwarding(ForwarderConfig::new("outbox"));
+    /// let store = SqlEventStore::new(pubsub.pool().clone(), StoreConfig::new())
+    ///     .await?
+    ///     .publish_to(outbox, |stream| format!("{}.events", stream.split('-').next().unwrap_or(stream)));
+    /// # drop(store);
+    /// # Ok(()) }
+    /// ```
     pub fn publish_to(
         mut self,
         outbox: Outbox,
@@ -175,16 +268,44 @@ impl SqlEventStore {
     }
 
     /// Creates the tables if missing (see [`schema_sql`](crate::schema_sql)).
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{SqlEventStore, StoreConfig};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+    /// let store = SqlEventStore::connect("sqlite::memory:", StoreConfig::new().initialize_schema(false)).await?;
+    /// store.create_schema().await?;
+    /// store.create_schema().await?; // idempotent
+    /// # Ok(()) }
+    /// ```
     pub async fn create_schema(&self) -> Result<()> {
         dispatch!(self, create_schema())
     }
 
     /// The pool (to write read models through the same database).
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{SqlEventStore, StoreConfig};
+    /// use tidemill_sql::SqlPool;
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = SqlEventStore::connect("sqlite::memory:", StoreConfig::new()).await?;
+    /// let SqlPool::Sqlite(pool) = store.pool() else { unreachable!() };
+    /// let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM es_events").fetch_one(pool).await?;
+    /// assert_eq!(n, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn pool(&self) -> &SqlPool {
         &self.pool
     }
 
     /// The database.
+    ///
+    /// ```
+    /// use tidemill_eventsourcing::{SqlEventStore, StoreConfig};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidemill_eventsourcing::Result<()> {
+    /// let store = SqlEventStore::connect("sqlite::memory:", StoreConfig::new()).await?;
+    /// assert_eq!(store.backend(), tidemill_sql::Backend::Sqlite);
+    /// # Ok(()) }
+    /// ```
     pub fn backend(&self) -> Backend {
         self.names.backend
     }
