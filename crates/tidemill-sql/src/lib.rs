@@ -139,6 +139,7 @@ pub mod pool;
 pub mod publisher;
 mod row;
 pub mod schema;
+#[macro_use]
 mod statements;
 pub mod subscriber;
 

@@ -206,30 +206,6 @@ pub(crate) async fn claim(
     Ok(None)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn commit(
-    pool: &MySqlPool,
-    tables: &Tables,
-    group: &str,
-    topic: &str,
-    owner: &str,
-    cursor: Cursor,
-    until: i64,
-    release: bool,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(&stmt::commit::<My>(tables))
-        .bind(cursor.tx)
-        .bind(cursor.pos)
-        .bind(until)
-        .bind(release)
-        .bind(group)
-        .bind(topic)
-        .bind(owner)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 pub(crate) async fn queue_claim(
     pool: &MySqlPool,
     tables: &Tables,
@@ -306,35 +282,5 @@ pub(crate) async fn queue_release(
     Ok(())
 }
 
-/// Creates `group`'s offset row at `cursor` unless it exists; whether it was created.
-pub(crate) async fn offset_if_absent(
-    pool: &MySqlPool,
-    tables: &Tables,
-    group: &str,
-    topic: &str,
-    cursor: Cursor,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(&stmt::offset_if_absent::<My>(tables))
-        .bind(group)
-        .bind(topic)
-        .bind(cursor.tx)
-        .bind(cursor.pos)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Just before the first row published at or after `ms`, else after the last row.
-pub(crate) async fn before_time(
-    pool: &MySqlPool,
-    tables: &Tables,
-    topic: &str,
-    ms: i64,
-) -> sqlx::Result<Cursor> {
-    let (pos,): (i64,) = sqlx::query_as(&stmt::position_before_time::<My>(tables))
-        .bind(ms)
-        .bind(topic)
-        .fetch_one(pool)
-        .await?;
-    Ok(Cursor { tx: 0, pos })
-}
+same_on_every_backend!(MySqlPool, My);
+before_time_by_position!(MySqlPool, My);

@@ -141,50 +141,6 @@ pub(crate) async fn head(
     ))
 }
 
-pub(crate) async fn claim(
-    pool: &PgPool,
-    tables: &Tables,
-    group: &str,
-    topic: &str,
-    owner: &str,
-    now: i64,
-    until: i64,
-) -> sqlx::Result<Option<Cursor>> {
-    let row: Option<(i64, i64)> = sqlx::query_as(&stmt::claim_upsert::<Pg>(tables))
-        .bind(group)
-        .bind(topic)
-        .bind(owner)
-        .bind(until)
-        .bind(now)
-        .fetch_optional(pool)
-        .await?;
-    Ok(row.map(|(tx, pos)| Cursor { tx, pos }))
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn commit(
-    pool: &PgPool,
-    tables: &Tables,
-    group: &str,
-    topic: &str,
-    owner: &str,
-    cursor: Cursor,
-    until: i64,
-    release: bool,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(&stmt::commit::<Pg>(tables))
-        .bind(cursor.tx)
-        .bind(cursor.pos)
-        .bind(until)
-        .bind(release)
-        .bind(group)
-        .bind(topic)
-        .bind(owner)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 pub(crate) async fn queue_claim(
     pool: &PgPool,
     tables: &Tables,
@@ -238,24 +194,6 @@ pub(crate) async fn queue_release(
     Ok(())
 }
 
-/// Creates `group`'s offset row at `cursor` unless it exists; whether it was created.
-pub(crate) async fn offset_if_absent(
-    pool: &PgPool,
-    tables: &Tables,
-    group: &str,
-    topic: &str,
-    cursor: Cursor,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(&stmt::offset_if_absent::<Pg>(tables))
-        .bind(group)
-        .bind(topic)
-        .bind(cursor.tx)
-        .bind(cursor.pos)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 /// Where a reader starts on the first row, in read order, whose `column` is at least `value`
 /// (`position` for an offset, `created_at` for a time); `None` if there is no such row.
 pub(crate) async fn before_first(
@@ -288,3 +226,6 @@ pub(crate) enum FirstBy {
     Position,
     CreatedAt,
 }
+
+same_on_every_backend!(PgPool, Pg);
+claim_by_upsert!(PgPool, Pg);

@@ -95,50 +95,6 @@ pub(crate) async fn head(pool: &SqlitePool, tables: &Tables, topic: &str) -> sql
     Ok(Cursor { tx: 0, pos })
 }
 
-pub(crate) async fn claim(
-    pool: &SqlitePool,
-    tables: &Tables,
-    group: &str,
-    topic: &str,
-    owner: &str,
-    now: i64,
-    until: i64,
-) -> sqlx::Result<Option<Cursor>> {
-    let row: Option<(i64, i64)> = sqlx::query_as(&stmt::claim_upsert::<Lite>(tables))
-        .bind(group)
-        .bind(topic)
-        .bind(owner)
-        .bind(until)
-        .bind(now)
-        .fetch_optional(pool)
-        .await?;
-    Ok(row.map(|(tx, pos)| Cursor { tx, pos }))
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn commit(
-    pool: &SqlitePool,
-    tables: &Tables,
-    group: &str,
-    topic: &str,
-    owner: &str,
-    cursor: Cursor,
-    until: i64,
-    release: bool,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(&stmt::commit::<Lite>(tables))
-        .bind(cursor.tx)
-        .bind(cursor.pos)
-        .bind(until)
-        .bind(release)
-        .bind(group)
-        .bind(topic)
-        .bind(owner)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 pub(crate) async fn queue_claim(
     pool: &SqlitePool,
     tables: &Tables,
@@ -194,35 +150,6 @@ pub(crate) async fn queue_release(
     Ok(())
 }
 
-/// Creates `group`'s offset row at `cursor` unless it exists; whether it was created.
-pub(crate) async fn offset_if_absent(
-    pool: &SqlitePool,
-    tables: &Tables,
-    group: &str,
-    topic: &str,
-    cursor: Cursor,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(&stmt::offset_if_absent::<Lite>(tables))
-        .bind(group)
-        .bind(topic)
-        .bind(cursor.tx)
-        .bind(cursor.pos)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Just before the first row published at or after `ms`, else after the last row.
-pub(crate) async fn before_time(
-    pool: &SqlitePool,
-    tables: &Tables,
-    topic: &str,
-    ms: i64,
-) -> sqlx::Result<Cursor> {
-    let (pos,): (i64,) = sqlx::query_as(&stmt::position_before_time::<Lite>(tables))
-        .bind(ms)
-        .bind(topic)
-        .fetch_one(pool)
-        .await?;
-    Ok(Cursor { tx: 0, pos })
-}
+same_on_every_backend!(SqlitePool, Lite);
+claim_by_upsert!(SqlitePool, Lite);
+before_time_by_position!(SqlitePool, Lite);

@@ -184,3 +184,103 @@ pub(crate) fn queue_release_prefix<D: Dialect>(tables: &Tables) -> String {
 
 /// What follows the bound delivery time in [`queue_release_prefix`].
 pub(crate) const QUEUE_RELEASE_WHERE: &str = ", deliver_at) WHERE ";
+
+/// The calls every backend makes the same way, but for its pool type: written once here and
+/// stamped into each backend's module (sqlx's executors are per database, and its generic
+/// bounds would say more than these bodies). `$dialect` spells the statements.
+macro_rules! same_on_every_backend {
+    ($pool:ty, $dialect:ty) => {
+        /// Moves `group`'s offset to `cursor` and renews (or, with `release`, ends) `owner`'s
+        /// lease; false if the lease is no longer `owner`'s.
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) async fn commit(
+            pool: &$pool,
+            tables: &Tables,
+            group: &str,
+            topic: &str,
+            owner: &str,
+            cursor: Cursor,
+            until: i64,
+            release: bool,
+        ) -> sqlx::Result<bool> {
+            let done = sqlx::query(&stmt::commit::<$dialect>(tables))
+                .bind(cursor.tx)
+                .bind(cursor.pos)
+                .bind(until)
+                .bind(release)
+                .bind(group)
+                .bind(topic)
+                .bind(owner)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        /// Creates `group`'s offset row at `cursor` unless it exists; whether it was created.
+        pub(crate) async fn offset_if_absent(
+            pool: &$pool,
+            tables: &Tables,
+            group: &str,
+            topic: &str,
+            cursor: Cursor,
+        ) -> sqlx::Result<bool> {
+            let done = sqlx::query(&stmt::offset_if_absent::<$dialect>(tables))
+                .bind(group)
+                .bind(topic)
+                .bind(cursor.tx)
+                .bind(cursor.pos)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
+    };
+}
+
+/// The lease claim as one upsert (the backends that have `RETURNING`).
+#[allow(unused_macros)] // built with only the MariaDB backend, nothing uses it
+macro_rules! claim_by_upsert {
+    ($pool:ty, $dialect:ty) => {
+        /// Takes (or renews) `owner`'s lease on `group`'s offset, creating it at the beginning
+        /// for a new group; the offset, or `None` while another member holds the lease.
+        pub(crate) async fn claim(
+            pool: &$pool,
+            tables: &Tables,
+            group: &str,
+            topic: &str,
+            owner: &str,
+            now: i64,
+            until: i64,
+        ) -> sqlx::Result<Option<Cursor>> {
+            let row: Option<(i64, i64)> = sqlx::query_as(&stmt::claim_upsert::<$dialect>(tables))
+                .bind(group)
+                .bind(topic)
+                .bind(owner)
+                .bind(until)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|(tx, pos)| Cursor { tx, pos }))
+        }
+    };
+}
+
+/// The start at a time, where rows are read in position order.
+#[allow(unused_macros)] // built with only the PostgreSQL backend, nothing uses it
+macro_rules! before_time_by_position {
+    ($pool:ty, $dialect:ty) => {
+        /// Just before the first row published at or after `ms`, else after the last row.
+        pub(crate) async fn before_time(
+            pool: &$pool,
+            tables: &Tables,
+            topic: &str,
+            ms: i64,
+        ) -> sqlx::Result<Cursor> {
+            let (pos,): (i64,) = sqlx::query_as(&stmt::position_before_time::<$dialect>(tables))
+                .bind(ms)
+                .bind(topic)
+                .fetch_one(pool)
+                .await?;
+            Ok(Cursor { tx: 0, pos })
+        }
+    };
+}
