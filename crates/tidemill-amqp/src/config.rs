@@ -74,6 +74,7 @@ pub struct AmqpConfig {
     pub(crate) max_held_nack_delay: Duration,
     pub(crate) max_deliveries: Option<u32>,
     pub(crate) dead_letter_queue: DlqFn,
+    pub(crate) connect_timeout: Duration,
     pub(crate) reconnect_initial: Duration,
     pub(crate) reconnect_max: Duration,
     pub(crate) close_timeout: Duration,
@@ -96,6 +97,7 @@ impl fmt::Debug for AmqpConfig {
             .field("nack_delay", &self.nack_delay)
             .field("max_held_nack_delay", &self.max_held_nack_delay)
             .field("max_deliveries", &self.max_deliveries)
+            .field("connect_timeout", &self.connect_timeout)
             .field("reconnect_initial", &self.reconnect_initial)
             .field("reconnect_max", &self.reconnect_max)
             .field("close_timeout", &self.close_timeout)
@@ -137,6 +139,7 @@ impl AmqpConfig {
             max_held_nack_delay: Duration::from_secs(1),
             max_deliveries: None,
             dead_letter_queue: Arc::new(|queue| format!("{queue}.dead")),
+            connect_timeout: Duration::from_secs(10),
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             close_timeout: tidemill::options::DEFAULT_CLOSE_TIMEOUT,
@@ -378,8 +381,16 @@ impl AmqpConfig {
         self
     }
 
+    /// How long opening a connection may take, the AMQP handshake included, before it counts
+    /// as failed (and is tried again after the reconnect backoff). Default 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
     /// How long `close` waits for in-flight publishes and unsettled deliveries before it closes
-    /// the connection anyway (the broker then requeues what was unsettled). Default 10 s.
+    /// the connection anyway (the broker then requeues what was unsettled). Default 30 s
+    /// ([`DEFAULT_CLOSE_TIMEOUT`](tidemill::options::DEFAULT_CLOSE_TIMEOUT)).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self

@@ -33,7 +33,17 @@ pub(crate) async fn connect(config: &AmqpConfig, role: &str) -> lapin::Result<Co
         cert_chain: config.tls_ca_pem.clone(),
     };
     let runtime = lapin::runtime::default_runtime()?;
-    Connection::connect_with_config(&config.uri, props, tls, runtime).await
+    // Bounded: a broker that accepts the socket but never finishes the handshake (one still
+    // starting) would otherwise hold the connection's lock, and `close` behind it, forever.
+    let connecting = Connection::connect_with_config(&config.uri, props, tls, runtime);
+    match tokio::time::timeout(config.connect_timeout, connecting).await {
+        Ok(connected) => connected,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no AMQP connection within {:?}", config.connect_timeout),
+        )
+        .into()),
+    }
 }
 
 /// The reconnect backoff: the core's, between the configured first and longest wait.

@@ -81,3 +81,35 @@ async fn subscriptions_and_publisher_survive_dropped_connections() {
     exclusive.close().await.unwrap();
     transient.close().await.unwrap();
 }
+
+/// A server that takes the connection but never answers the AMQP handshake (a broker still
+/// starting looks like this) fails the connection within the connect timeout: an unbounded
+/// attempt would hold the subscriber's connection lock, and `close` behind it, forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_that_never_comes_fails_within_the_connect_timeout() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let config = AmqpConfig::new(format!("amqp://guest:guest@127.0.0.1:{port}/%2f"))
+        .connect_timeout(Duration::from_millis(500));
+    for attempt in [
+        Box::pin(async { AmqpSubscriber::connect(config.clone()).await.map(drop) })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = tidemill::Result<()>> + Send>>,
+        Box::pin(async { AmqpPublisher::connect(config.clone()).await.map(drop) }),
+    ] {
+        let result = tokio::time::timeout(Duration::from_secs(10), attempt)
+            .await
+            .expect("the attempt ends by itself");
+        let err = result.expect_err("nobody completed the handshake");
+        assert!(
+            err.to_string().contains("no AMQP connection within"),
+            "{err}"
+        );
+    }
+    held.abort();
+}

@@ -173,15 +173,27 @@ impl Subscriber for AmqpSubscriber {
         }
         inner.shutdown.cancel();
         inner.tracker.close();
-        if tokio::time::timeout(inner.config.close_timeout, inner.tracker.wait())
+        // One deadline for all of it: the settlements, then the connection.
+        let deadline = tokio::time::Instant::now() + inner.config.close_timeout;
+        if tokio::time::timeout_at(deadline, inner.tracker.wait())
             .await
             .is_err()
         {
             tracing::warn!("closing the AMQP subscriber with deliveries still unsettled; the broker requeues them");
         }
-        if let Some(conn) = inner.conn.lock().await.take() {
+        let conn = match tokio::time::timeout_at(deadline, inner.conn.lock()).await {
+            Ok(mut conn) => conn.take(),
+            // A connection attempt still holds it; it ends within the connect timeout.
+            Err(_) => None,
+        };
+        if let Some(conn) = conn {
             if conn.status().connected() {
-                let _ = conn.close(200, "closing".into()).await;
+                let closing = conn.close(200, "closing".into());
+                let _ = tokio::time::timeout_at(
+                    deadline.max(tokio::time::Instant::now()) + std::time::Duration::from_secs(1),
+                    closing,
+                )
+                .await;
             }
         }
         Ok(())

@@ -48,7 +48,13 @@ async fn run_until_stopped(
                 if cancel.is_cancelled() || tx.is_closed() {
                     return;
                 }
-                match inner.open(plan).await {
+                // Cancellable: closing must not wait for a reconnect in progress.
+                let opened = tokio::select! {
+                    opened = inner.open(plan) => opened,
+                    _ = cancel.cancelled() => return,
+                    _ = tx.closed() => return,
+                };
+                match opened {
                     Ok(open) => {
                         backoff.reset();
                         tracing::info!(topic = &*plan.topic, queue = %plan.queue.name, "subscription resumed");
