@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidemill::options::SharedOption;
 use tidemill::{Error, Result};
 
 use crate::topology::Topology;
@@ -183,12 +184,29 @@ impl AmqpConfig {
                 redact(url)
             ))
         };
+        let unknown = |key: &str| {
+            Error::Config(format!(
+                "unknown option `{key}` in {}; known: {}, {}",
+                redact(url),
+                URL_OPTIONS.join(", "),
+                CLIENT_URL_OPTIONS.join(", ")
+            ))
+        };
         for (key, value) in pairs {
+            if let Some(shared) = SharedOption::parse("AMQP", &key, &value)? {
+                config = match shared {
+                    SharedOption::Group(group) => config.group(group),
+                    SharedOption::MaxInFlight(n) => {
+                        config.max_in_flight(u16::try_from(n).map_err(|_| bad(&key, &value))?)
+                    }
+                    SharedOption::NackDelay(delay) => config.nack_delay(delay),
+                    SharedOption::CloseTimeout(timeout) => config.close_timeout(timeout),
+                    // A queue delivers what it holds: there is no start to choose.
+                    SharedOption::StartPosition(_) => return Err(unknown(&key)),
+                };
+                continue;
+            }
             match key.as_str() {
-                "group" => config.group = Some(value),
-                "max_in_flight" => {
-                    config = config.max_in_flight(value.parse().map_err(|_| bad(&key, &value))?)
-                }
                 "confirms" => {
                     config.confirms = parse_bool(&value).ok_or_else(|| bad(&key, &value))?
                 }
@@ -201,25 +219,9 @@ impl AmqpConfig {
                 "durable" => durable = parse_bool(&value).ok_or_else(|| bad(&key, &value))?,
                 "topology" => topology_kind = Some(value),
                 "exchange" => exchange = value,
-                // Milliseconds, as every adapter's URL spells them.
-                "nack_delay" => {
-                    config.nack_delay =
-                        Duration::from_millis(value.parse().map_err(|_| bad(&key, &value))?)
-                }
-                "close_timeout" => {
-                    config.close_timeout =
-                        Duration::from_millis(value.parse().map_err(|_| bad(&key, &value))?)
-                }
                 // The AMQP URI's own options go to the client.
                 k if CLIENT_URL_OPTIONS.contains(&k) => rest.push((key, value)),
-                _ => {
-                    return Err(Error::Config(format!(
-                        "unknown option `{key}` in {}; known: {}, {}",
-                        redact(url),
-                        URL_OPTIONS.join(", "),
-                        CLIENT_URL_OPTIONS.join(", ")
-                    )))
-                }
+                _ => return Err(unknown(&key)),
             }
         }
         config.topology = match topology_kind.as_deref() {

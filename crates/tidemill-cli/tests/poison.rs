@@ -315,11 +315,7 @@ async fn requeue_by_filter_sends_back_only_the_matching_ones_and_the_handler_suc
             }
         })
         .unwrap();
-    let running = tokio::spawn({
-        let router = router.clone();
-        async move { router.run().await }
-    });
-    router.running().await;
+    let running = router.start().await.unwrap();
     pubsub
         .publisher()
         .publish(
@@ -333,19 +329,14 @@ async fn requeue_by_filter_sends_back_only_the_matching_ones_and_the_handler_suc
         .await
         .unwrap();
 
-    let blocking =
-        |f: Box<dyn FnOnce() -> std::process::Output + Send>| tokio::task::spawn_blocking(f);
+    // The command line blocks: off the runtime, which runs the router meanwhile.
+    let listed = || {
+        let (u, p) = (url.to_owned(), poison.clone());
+        tokio::task::spawn_blocking(move || list(&u, &p))
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (u, p) = (url.to_owned(), poison.clone());
-        let rows = blocking(Box::new(move || {
-            run(&[
-                "poison", "list", &u, "--topic", &p, "--wait", "1s", "--output", "json",
-            ])
-        }))
-        .await
-        .unwrap();
-        let rows: Vec<serde_json::Value> = serde_json::from_str(&ok(&rows)).unwrap();
+        let rows = listed().await.unwrap();
         if rows.len() == 3 || Instant::now() > deadline {
             assert_eq!(rows.len(), 3, "{rows:?}");
             break;
@@ -354,7 +345,7 @@ async fn requeue_by_filter_sends_back_only_the_matching_ones_and_the_handler_suc
 
     failing.store(false, Ordering::SeqCst);
     let (u, p) = (url.to_owned(), poison.clone());
-    let out = blocking(Box::new(move || {
+    let out = tokio::task::spawn_blocking(move || {
         run(&[
             "poison",
             "requeue",
@@ -367,7 +358,7 @@ async fn requeue_by_filter_sends_back_only_the_matching_ones_and_the_handler_suc
             "1s",
             "--yes",
         ])
-    }))
+    })
     .await
     .unwrap();
     let out = ok(&out);
@@ -381,15 +372,7 @@ async fn requeue_by_filter_sends_back_only_the_matching_ones_and_the_handler_suc
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let (u, p) = (url.to_owned(), poison.clone());
-    let rows = blocking(Box::new(move || {
-        run(&[
-            "poison", "list", &u, "--topic", &p, "--wait", "1s", "--output", "json",
-        ])
-    }))
-    .await
-    .unwrap();
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&ok(&rows)).unwrap();
+    let rows = listed().await.unwrap();
     let mut got = handled.lock().unwrap().clone();
     got.sort();
     assert_eq!(
@@ -401,7 +384,6 @@ async fn requeue_by_filter_sends_back_only_the_matching_ones_and_the_handler_suc
     assert_eq!(rows[0]["payload"], "order #2");
     assert_eq!(rows[0]["metadata"]["customer"], "globex");
 
-    router.close().await.unwrap();
-    running.await.unwrap().unwrap();
+    running.close().await.unwrap();
     pubsub.close().await.unwrap();
 }

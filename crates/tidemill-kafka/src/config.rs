@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use tidemill::options::SharedOption;
 use tidemill::{Error, Message, StartPosition};
 
 /// A function giving a message's partition key.
@@ -168,29 +169,21 @@ impl KafkaConfig {
         let mut config = Self::new(brokers);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let bad =
-                |what: &str| Error::Config(format!("Kafka URL option {key}={value:?}: {what}"));
-            let millis = || {
-                value
-                    .parse::<u64>()
-                    .map(Duration::from_millis)
-                    .map_err(|_| bad("expected milliseconds"))
-            };
-            config = match key {
-                "group" => config.group(value),
-                "start_position" => config.start_position(value.parse()?),
-                "max_in_flight" => {
-                    config.max_in_flight(value.parse().map_err(|_| bad("expected a number"))?)
-                }
-                "nack_delay" => config.nack_delay(millis()?),
-                "close_timeout" => config.close_timeout(millis()?),
-                "partitions" => {
-                    config.partitions(value.parse().map_err(|_| bad("expected a number"))?)
-                }
-                _ => {
+            config = match SharedOption::parse("Kafka", key, value)? {
+                Some(SharedOption::Group(group)) => config.group(group),
+                Some(SharedOption::StartPosition(start)) => config.start_position(start),
+                Some(SharedOption::MaxInFlight(n)) => config.max_in_flight(n),
+                Some(SharedOption::NackDelay(delay)) => config.nack_delay(delay),
+                Some(SharedOption::CloseTimeout(timeout)) => config.close_timeout(timeout),
+                None if key == "partitions" => config.partitions(value.parse().map_err(|_| {
+                    Error::Config(format!(
+                        "Kafka URL option {key}={value:?}: expected a number"
+                    ))
+                })?),
+                None => {
                     return Err(Error::Config(format!(
-                        "unknown Kafka URL option {key:?}; known: group, start_position, \
-                         max_in_flight, nack_delay, close_timeout, partitions"
+                        "unknown Kafka URL option {key:?}; known: {}, partitions",
+                        SharedOption::NAMES.join(", ")
                     )))
                 }
             };

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tidemill::options::SharedOption;
 use tidemill::{Error, Result, StartPosition};
 
 /// Where messages published before a subscriber's consumer existed are taken from, in
@@ -284,20 +285,23 @@ impl NatsConfig {
                     .map_err(|_| Error::Config(format!("invalid NATS URL: {key} must be a number")))
             };
             let flag = |v: &str| matches!(v, "true" | "1" | "yes");
+            if let Some(shared) = SharedOption::parse("NATS", key, &value)? {
+                config = match shared {
+                    SharedOption::Group(group) => config.group(group),
+                    SharedOption::StartPosition(start) => config.start_position(start),
+                    SharedOption::MaxInFlight(n) => config.max_in_flight(n),
+                    SharedOption::NackDelay(delay) => config.nack_delay(delay),
+                    SharedOption::CloseTimeout(timeout) => config.close_timeout(timeout),
+                };
+                continue;
+            }
             match key {
-                "group" => config.group = Some(value),
-                "start_position" | "deliver" => {
-                    config = config.start_position(value.parse::<StartPosition>()?)
-                }
-                // The shared names (milliseconds, as on Kafka and SQL), and the older `_ms` ones.
+                // Older spellings of shared options.
+                "deliver" => config = config.start_position(value.parse::<StartPosition>()?),
+                "nack_delay_ms" => config.nack_delay = Duration::from_millis(num(&value)?),
                 "ack_wait" | "ack_wait_ms" => config.ack_wait = Duration::from_millis(num(&value)?),
-                "nack_delay" | "nack_delay_ms" => {
-                    config.nack_delay = Duration::from_millis(num(&value)?)
-                }
-                "close_timeout" => config.close_timeout = Duration::from_millis(num(&value)?),
                 "max_deliveries" => config.max_deliveries = Some(num(&value)? as u32),
                 "dead_letter" => config.dead_letter_subject = Some(value),
-                "max_in_flight" => config.max_ack_pending = (num(&value)? as usize).max(1),
                 "batch" | "batch_size" => config.batch_size = (num(&value)? as usize).max(1),
                 "double_ack" => config.double_ack = flag(&value),
                 "storage" => {

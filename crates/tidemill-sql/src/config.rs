@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use tidemill::options::SharedOption;
 use tidemill::{Error, Result, StartPosition};
 
 pub use crate::backend::Backend;
@@ -125,26 +126,17 @@ impl SqlConfig {
         let mut passed = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let bad = |what: &str| Error::Config(format!("SQL URL option {key}={value:?}: {what}"));
-            let millis = || {
-                value
-                    .parse::<u64>()
-                    .map(Duration::from_millis)
-                    .map_err(|_| bad("expected milliseconds"))
-            };
-            config = match key {
-                "group" => config.group(value),
-                "start_position" => config.start_position(value.parse()?),
-                "max_in_flight" => {
-                    config.max_in_flight(value.parse().map_err(|_| bad("expected a number"))?)
-                }
-                "nack_delay" => config.nack_delay(millis()?),
-                "close_timeout" => config.close_timeout(millis()?),
-                _ if is_driver_param(backend, key) => {
+            config = match SharedOption::parse("SQL", key, value)? {
+                Some(SharedOption::Group(group)) => config.group(group),
+                Some(SharedOption::StartPosition(start)) => config.start_position(start),
+                Some(SharedOption::MaxInFlight(n)) => config.max_in_flight(n),
+                Some(SharedOption::NackDelay(delay)) => config.nack_delay(delay),
+                Some(SharedOption::CloseTimeout(timeout)) => config.close_timeout(timeout),
+                None if is_driver_param(backend, key) => {
                     passed.push(pair);
                     config
                 }
-                _ => return Err(unknown_option(backend, key)),
+                None => return Err(unknown_option(backend, key)),
             };
         }
         config.url = Some(if passed.is_empty() {
@@ -316,14 +308,8 @@ impl SqlConfig {
     }
 }
 
-/// The adapter's own URL options.
-const OPTIONS: &[&str] = &[
-    "group",
-    "start_position",
-    "max_in_flight",
-    "nack_delay",
-    "close_timeout",
-];
+/// The adapter's own URL options: the shared ones.
+const OPTIONS: &[&str] = SharedOption::NAMES;
 
 /// The query parameters each database client reads from its URL (sqlx 0.8), left in the URL.
 fn driver_params(backend: Backend) -> &'static [&'static str] {

@@ -21,25 +21,10 @@ use tidemill::in_process::InProcessConfig;
 use tidemill::{HandlerResult, InProcessPubSub, Message, Publisher, PublisherExt, Router};
 use tokio::sync::Notify;
 
+mod support;
+use support::{env, rss_kib};
+
 const PAYLOAD: usize = 64;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// A fresh 64-byte payload, copied from a template as a message read off a socket would be.
 fn payload(template: &[u8; PAYLOAD]) -> Bytes {
@@ -140,15 +125,15 @@ async fn router(n: usize, batch: usize) -> Duration {
 /// of `Bytes` (sized to hold them all) and a subscription of the in-process pub/sub.
 async fn queued_memory(n: usize) -> (f64, f64) {
     let template = [7u8; PAYLOAD];
-    let base = status_kib("VmRSS:");
+    let base = rss_kib();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(n);
     for _ in 0..n {
         tx.send(payload(&template)).await.unwrap();
     }
-    let channel = status_kib("VmRSS:").saturating_sub(base);
+    let channel = rss_kib().saturating_sub(base);
     drop((tx, rx));
 
-    let base = status_kib("VmRSS:");
+    let base = rss_kib();
     let pubsub = InProcessPubSub::with_config(InProcessConfig::default().buffer_size(n));
     let subscription = tidemill::Subscriber::subscribe(&pubsub, "queued")
         .await
@@ -159,7 +144,7 @@ async fn queued_memory(n: usize) -> (f64, f64) {
             .await
             .unwrap();
     }
-    let queued = status_kib("VmRSS:").saturating_sub(base);
+    let queued = rss_kib().saturating_sub(base);
     drop(subscription);
     (channel as f64 / 1024.0, queued as f64 / 1024.0)
 }

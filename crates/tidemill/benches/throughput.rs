@@ -16,32 +16,8 @@ use tidemill::router::RouterConfig;
 use tidemill::{HandlerResult, InProcessPubSub, Message, Publisher, Router, Subscriber};
 use tokio::sync::Notify;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Peak resident memory of this process so far, in KiB.
-fn peak_rss_kib() -> u64 {
-    status_kib("VmHWM:")
-}
-
-fn rss_kib() -> u64 {
-    status_kib("VmRSS:")
-}
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+mod support;
+use support::{env, peak_rss_kib, rss_kib};
 
 /// Resets the peak so each measurement starts from the current use.
 fn reset_peak_rss() {

@@ -107,6 +107,70 @@ impl std::str::FromStr for StartPosition {
     }
 }
 
+/// A connection-URL option every adapter spells the same way: parsed (and its value checked)
+/// here once, so that `?nack_delay=250` means the same, and is refused the same way, on every
+/// broker. Durations are in milliseconds.
+///
+/// ```
+/// use std::time::Duration;
+/// use tidemill::options::SharedOption;
+///
+/// assert!(matches!(
+///     SharedOption::parse("Kafka", "nack_delay", "250")?,
+///     Some(SharedOption::NackDelay(d)) if d == Duration::from_millis(250)
+/// ));
+/// assert!(SharedOption::parse("Kafka", "partitions", "4")?.is_none());
+/// assert!(SharedOption::parse("Kafka", "max_in_flight", "lots").is_err());
+/// # Ok::<(), tidemill::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SharedOption {
+    /// `group`: the consumer group.
+    Group(String),
+    /// `start_position`: see [`StartPosition`]'s `FromStr`.
+    StartPosition(StartPosition),
+    /// `max_in_flight`: unsettled deliveries per subscription.
+    MaxInFlight(usize),
+    /// `nack_delay`, in milliseconds.
+    NackDelay(Duration),
+    /// `close_timeout`, in milliseconds.
+    CloseTimeout(Duration),
+}
+
+impl SharedOption {
+    /// The shared option names, for errors that list what an adapter's URL takes.
+    pub const NAMES: &'static [&'static str] = &[
+        "group",
+        "start_position",
+        "max_in_flight",
+        "nack_delay",
+        "close_timeout",
+    ];
+
+    /// `key=value` as a shared option, or `None` when `key` is not one (the adapter's own, or
+    /// unknown). A bad value is an [`Error::Config`] naming the `adapter`, the key and the value.
+    pub fn parse(adapter: &str, key: &str, value: &str) -> Result<Option<Self>> {
+        let bad =
+            |what: &str| Error::Config(format!("{adapter} URL option {key}={value:?}: {what}"));
+        let millis = || {
+            value
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| bad("expected milliseconds"))
+        };
+        Ok(Some(match key {
+            "group" => Self::Group(value.to_owned()),
+            "start_position" => Self::StartPosition(value.parse()?),
+            "max_in_flight" => {
+                Self::MaxInFlight(value.parse().map_err(|_| bad("expected a number"))?)
+            }
+            "nack_delay" => Self::NackDelay(millis()?),
+            "close_timeout" => Self::CloseTimeout(millis()?),
+            _ => return Ok(None),
+        }))
+    }
+}
+
 /// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
 fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();

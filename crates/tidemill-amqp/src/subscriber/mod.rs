@@ -14,6 +14,7 @@ mod stream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use lapin::Connection;
@@ -188,12 +189,9 @@ impl Subscriber for AmqpSubscriber {
         };
         if let Some(conn) = conn {
             if conn.status().connected() {
-                let closing = conn.close(200, "closing".into());
-                let _ = tokio::time::timeout_at(
-                    deadline.max(tokio::time::Instant::now()) + std::time::Duration::from_secs(1),
-                    closing,
-                )
-                .await;
+                // A second for the goodbye, even when the settlements used up the deadline.
+                let until = deadline.max(tokio::time::Instant::now()) + Duration::from_secs(1);
+                let _ = tokio::time::timeout_at(until, conn.close(200, "closing".into())).await;
             }
         }
         Ok(())
